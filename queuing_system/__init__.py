@@ -1,0 +1,1 @@
+"""Shared pieces of the Queuing System port: settings, keys, console, embedded Redis, job events."""

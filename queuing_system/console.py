@@ -1,0 +1,57 @@
+"""How the lessons talk to the learner: flushed lines, one-line errors, clean Ctrl+C."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable, Iterator
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# What a lost connection looks like from redis-py.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+
+
+def say(line: object) -> None:
+    """`console.log`: one line on stdout, flushed (a learner watches two terminals)."""
+    print(line, flush=True)
+
+
+def connected() -> None:
+    say("Redis client connected to the server")
+
+
+def not_connected(error: BaseException) -> None:
+    say(f"Redis client not connected to the server: {error}")
+
+
+def sigterm_as_interrupt() -> None:
+    """Let SIGTERM end a process the same quiet way Ctrl+C does."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def run_once(main: Callable[[], None]) -> None:
+    """Run a one-shot lesson: Redis down is one line and exit 1, Ctrl+C is quiet."""
+    sigterm_as_interrupt()
+    try:
+        main()
+    except REDIS_DOWN as error:
+        not_connected(error)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("Interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
+
+
+def backoff(first: float = 0.1, cap: float = 5.0) -> Iterator[float]:
+    """Seconds to wait between reconnection attempts: doubling, capped."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 2, cap)
+
+
+def print_reply(reply: object) -> None:
+    """node_redis's `redis.print`: `Reply: OK` for a successful SET, `Reply: 1` for a new hash field."""
+    say(f"Reply: {'OK' if reply is True else reply}")
