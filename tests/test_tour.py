@@ -1,0 +1,27 @@
+"""The tour is the project's front door: run it so it cannot rot."""
+
+import glob
+import tempfile
+
+from queuing_system.processes import run_script
+
+
+def test_tour_runs_every_task_and_passes() -> None:
+    before = set(glob.glob(f"{tempfile.gettempdir()}/queuing-redis-*"))
+    code, lines, stderr = run_script("tour.py", timeout=120)
+    assert code == 0, "\n".join(lines) + stderr
+    summary = lines[lines.index("Summary") + 2 :]
+    assert [row.split()[0] for row in summary] == ["0", "1", "2", "4", "5"]
+    assert all(" pass " in row for row in summary)
+    assert set(glob.glob(f"{tempfile.gettempdir()}/queuing-redis-*")) == before  # its Redis dir is gone
+
+
+def test_tour_runs_one_task_and_rejects_unknown_ones() -> None:
+    code, lines, _ = run_script("tour.py", ["4"])
+    assert code == 0
+    assert [line for line in lines if line.startswith("Task ")] == [
+        "Task 4 · 4_redis_advanced_op.py — a hash: HSET field by field, HGETALL"
+    ]
+    code, _, stderr = run_script("tour.py", ["3"])
+    assert code == 2
+    assert "unknown task 3" in stderr

@@ -1,0 +1,208 @@
+"""The tour: every task of the curriculum, end to end, on a private Redis.
+
+Run:  make demo               (or: python tour.py [TASK ...], e.g. python tour.py 5 7)
+
+It starts its own embedded Redis (never yours: the lessons write fixed keys),
+runs each task's scenario the way a learner would in separate terminals, shows
+what every process prints, checks it against SPEC.md, and ends with a summary.
+The exit code is non-zero, naming the task and the line, if anything differed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from queuing_system.embedded import EmbeddedRedis
+from queuing_system.keys import SCHOOL_CHANNEL
+from queuing_system.processes import ScriptProcess
+
+CONNECTED = "Redis client connected to the server"
+SCHOOLS = "{'Portland': '50', 'Seattle': '80', 'New York': '20', 'Bogota': '20', 'Cali': '40', 'Paris': '2'}"
+
+
+class Mismatch(Exception):
+    """What a scenario printed is not what SPEC.md says."""
+
+
+@dataclass
+class Outcome:
+    task: str
+    checked: str
+    passed: bool
+    seconds: float
+    detail: str = ""
+
+
+class Screen:
+    """Prints the tour; bold headings only on a terminal, safe from several reader threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bold = sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
+
+    def line(self, text: str = "") -> None:
+        with self._lock:
+            print(text, flush=True)
+
+    def heading(self, text: str) -> None:
+        self.line()
+        self.line(f"\033[1m{text}\033[0m" if self._bold else text)
+
+    def labelled(self, label: str) -> Callable[[str], None]:
+        return lambda text: self.line(f"    [{label}] {text}" if label else f"    {text}")
+
+
+class Tour:
+    """What every scenario needs: the private Redis, a screen, and ways to run and check scripts."""
+
+    def __init__(self, server: EmbeddedRedis, screen: Screen) -> None:
+        self.url = server.url
+        self.screen = screen
+        self.redis = redis.Redis.from_url(server.url, decode_responses=True)
+        self.env = {"REDIS_URL": server.url}
+
+    def start(self, script: str, *args: str, label: str = "") -> ScriptProcess:
+        self.screen.line(f"  $ python {script} {' '.join(args)}".rstrip() + (f"   [{label}]" if label else ""))
+        return ScriptProcess(script, args, env=self.env, on_line=self.screen.labelled(label))
+
+    def run(self, script: str, *args: str, timeout: float = 30.0) -> list[str]:
+        with self.start(script, *args) as process:
+            code = process.wait(timeout)
+        if code != 0:
+            raise Mismatch(f"{script} exited {code}: {process.stderr.strip()[-300:]}")
+        return process.lines
+
+    @staticmethod
+    def expect(what: str, actual: Sequence[str], expected: Sequence[str]) -> None:
+        for number, (got, want) in enumerate(zip(actual, expected, strict=False), start=1):
+            if got != want:
+                raise Mismatch(f"{what}, line {number}: expected {want!r}, got {got!r}")
+        if len(actual) != len(expected):
+            raise Mismatch(f"{what}: expected {len(expected)} lines, got {len(actual)}: {list(actual)!r}")
+
+
+# -- the scenarios, in curriculum order -------------------------------------------------
+
+
+def task_0(tour: Tour) -> str:
+    tour.expect("0_redis_client.py", tour.run("0_redis_client.py"), [CONNECTED])
+    return "connected line"
+
+
+def task_1(tour: Tour) -> str:
+    tour.screen.line("  $ redis-cli SET Holberton School        (task 0's step)")
+    tour.redis.set("Holberton", "School")
+    tour.expect("1_redis_op.py", tour.run("1_redis_op.py"), [CONNECTED, "School", "Reply: OK", "100"])
+    return "GET, SET, GET lines"
+
+
+def task_2(tour: Tour) -> str:
+    tour.expect("2_redis_op_async.py", tour.run("2_redis_op_async.py"), [CONNECTED, "School", "Reply: OK", "100"])
+    return "same lines with async/await"
+
+
+def task_4(tour: Tour) -> str:
+    expected = [CONNECTED, *["Reply: 1"] * 6, SCHOOLS]
+    tour.expect("4_redis_advanced_op.py", tour.run("4_redis_advanced_op.py"), expected)
+    return "6 HSET replies and the mapping"
+
+
+def task_5(tour: Tour) -> str:
+    with tour.start("5_subscriber.py", label="subscriber") as subscriber:
+        subscriber.wait_until(
+            lambda: dict(tour.redis.pubsub_numsub(SCHOOL_CHANNEL)).get(SCHOOL_CHANNEL) == 1, what="subscription"
+        )
+        with tour.start("5_publisher.py", label="publisher") as publisher:
+            publisher.wait(10)
+            subscriber.wait(10)
+    tour.expect(
+        "5_subscriber.py",
+        subscriber.lines,
+        [CONNECTED, "Holberton Student #1 starts course", "Holberton Student #2 starts course", "KILL_SERVER"],
+    )
+    tour.expect(
+        "5_publisher.py",
+        publisher.lines,
+        [CONNECTED]
+        + [f"About to send {m}" for m in ("Holberton Student #1 starts course", "Holberton Student #2 starts course",
+                                          "KILL_SERVER", "Holberton Student #3 starts course")],
+    )
+    return "subscriber stops at KILL_SERVER"
+
+
+@dataclass
+class Task:
+    key: str
+    title: str
+    teaches: str
+    scenario: Callable[[Tour], str]
+
+
+TASKS = [
+    Task("0", "0_redis_client.py", "connect to Redis", task_0),
+    Task("1", "1_redis_op.py", "SET and GET a string", task_1),
+    Task("2", "2_redis_op_async.py", "the same with async/await", task_2),
+    Task("4", "4_redis_advanced_op.py", "a hash: HSET field by field, HGETALL", task_4),
+    Task("5", "5_subscriber.py + 5_publisher.py", "pub/sub: messages reach whoever is subscribed", task_5),
+]
+
+
+def run_tour(keys: Sequence[str], screen: Screen) -> list[Outcome]:
+    chosen = [task for task in TASKS if not keys or task.key in keys]
+    outcomes = []
+    with EmbeddedRedis() as server:
+        screen.line(f"Embedded Redis for this tour at {server.url} (yours is not touched)")
+        tour = Tour(server, screen)
+        for task in chosen:
+            screen.heading(f"Task {task.key} · {task.title} — {task.teaches}")
+            started = time.monotonic()
+            try:
+                checked = task.scenario(tour)
+                outcomes.append(Outcome(task.key, checked, True, time.monotonic() - started))
+            except (Mismatch, TimeoutError) as problem:
+                outcomes.append(Outcome(task.key, "see below", False, time.monotonic() - started, str(problem)))
+                screen.line(f"  !! {problem}")
+        tour.redis.close()
+    return outcomes
+
+
+def print_summary(outcomes: Sequence[Outcome], screen: Screen) -> None:
+    screen.heading("Summary")
+    screen.line(f"  {'task':<6}{'checked':<42}{'result':<8}seconds")
+    for outcome in outcomes:
+        result = "pass" if outcome.passed else "FAIL"
+        screen.line(f"  {outcome.task:<6}{outcome.checked:<42}{result:<8}{outcome.seconds:.1f}")
+    for outcome in outcomes:
+        if not outcome.passed:
+            screen.line(f"  task {outcome.task} differed: {outcome.detail}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tasks", nargs="*", help="task numbers to run (default: all)")
+    args = parser.parse_args(argv)
+    known = {task.key for task in TASKS}
+    unknown = [key for key in args.tasks if key not in known]
+    if unknown:
+        parser.error(f"unknown task {', '.join(unknown)}; choose from {', '.join(sorted(known, key=int))}")
+    screen = Screen()
+    outcomes = run_tour(args.tasks, screen)
+    print_summary(outcomes, screen)
+    return 0 if all(outcome.passed for outcome in outcomes) else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # Every child and the embedded Redis were stopped by their `with` blocks on the way out.
+        print("\nTour interrupted.", file=sys.stderr)
+        sys.exit(130)
