@@ -31,8 +31,12 @@ def sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def run_once(main: Callable[[], None]) -> None:
-    """Run a one-shot lesson: Redis down is one line and exit 1, Ctrl+C is quiet."""
+def run_once(main: Callable[[], None], *, interrupted_exit: int = 130) -> None:
+    """Run a one-shot lesson: Redis down is one line and exit 1, Ctrl+C no traceback.
+
+    A script whose Ctrl+C is the normal way to leave (a creator waiting for
+    its jobs) passes `interrupted_exit=0` and leaves silently.
+    """
     sigterm_as_interrupt()
     try:
         main()
@@ -40,8 +44,9 @@ def run_once(main: Callable[[], None]) -> None:
         not_connected(error)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("Interrupted", file=sys.stderr, flush=True)
-        sys.exit(130)
+        if interrupted_exit:
+            print("Interrupted", file=sys.stderr, flush=True)
+        sys.exit(interrupted_exit)
 
 
 def backoff(first: float = 0.1, cap: float = 5.0) -> Iterator[float]:

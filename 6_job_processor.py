@@ -1,0 +1,30 @@
+"""Task 6 — a job processor.
+
+Teaches: a worker that takes jobs off a queue and does them.
+Run:     python 6_job_processor.py [--verbose]    (Ctrl+C to stop; the job in hand is finished first)
+Prints:  Sending notification to <phone>, with message: <message>   for each job
+"""
+
+import argparse
+import sys
+
+from queuing_system.console import say
+from queuing_system.keys import QUEUE_6
+from queuing_system.notifications import validate_notification
+from queuing_system.worker import run_processor
+
+
+def send_notification(phone_number: str, message: str) -> None:
+    say(f"Sending notification to {phone_number}, with message: {message}")
+
+
+def process_job(data: dict) -> None:
+    """What RQ runs for each job on `push_notification_code` (Kue's `queue.process` handler)."""
+    phone_number, message = validate_notification(data)
+    send_notification(phone_number, message)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Process push_notification_code jobs.")
+    parser.add_argument("--verbose", action="store_true", help="show RQ's worker log")
+    sys.exit(run_processor([QUEUE_6], verbose=parser.parse_args().verbose))

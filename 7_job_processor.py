@@ -1,0 +1,44 @@
+"""Task 7 — a processor with progress, failures and two jobs at a time.
+
+Teaches: reporting progress, failing a job on purpose, processing concurrently.
+Run:     python 7_job_processor.py [--verbose]    (Ctrl+C to stop)
+Prints:  Sending notification to <phone>, with message: <message>   for each number not blacklisted
+"""
+
+import argparse
+import sys
+
+from rq import get_current_job
+from rq.job import Job
+
+from queuing_system.console import say
+from queuing_system.events import report_progress
+from queuing_system.keys import QUEUE_7
+from queuing_system.notifications import validate_notification
+from queuing_system.worker import run_processor
+
+BLACKLISTED_NUMBERS = ["4153518780", "4153518781"]
+
+
+class BlacklistedNumberError(Exception):
+    """A permanent failure: retrying will not un-blacklist the number."""
+
+
+def send_notification(phone_number: str, message: str, job: Job) -> None:
+    report_progress(job, 0)
+    if phone_number in BLACKLISTED_NUMBERS:
+        raise BlacklistedNumberError(f"Phone number {phone_number} is blacklisted")
+    report_progress(job, 50)
+    say(f"Sending notification to {phone_number}, with message: {message}")
+
+
+def process_job(data: dict) -> None:
+    """What RQ runs for each job on `push_notification_code_2` (Kue's `queue.process` handler)."""
+    phone_number, message = validate_notification(data)
+    send_notification(phone_number, message, get_current_job())
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Process push_notification_code_2 jobs, two at a time.")
+    parser.add_argument("--verbose", action="store_true", help="show RQ's worker log")
+    sys.exit(run_processor([QUEUE_7], concurrency=2, verbose=parser.parse_args().verbose))

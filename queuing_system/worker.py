@@ -1,0 +1,166 @@
+"""Running a processor: RQ workers that behave like the curriculum's Kue processors.
+
+- quiet: RQ's log only with --verbose; the lesson prints its own lines;
+- N jobs at a time: N worker processes (RQ workers run one job each);
+- Ctrl+C / SIGTERM: each worker finishes the job in hand, then the processor exits 0;
+- Redis away: `Redis client not connected to the server: …` per failed attempt, then carry on;
+- a processor killed mid-job loses nothing: a surviving or restarted worker
+  notices the abandoned job within about `job timeout + grace + maintenance interval`
+  seconds (RQ's defaults: ~90 s plus a 10-minute sweep) and retries or fails it.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rq import SimpleWorker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from queuing_system.console import REDIS_DOWN, backoff, not_connected
+from queuing_system.jobs import job_queue, queue_connection
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    # How long a blocking dequeue waits before the worker looks around (heartbeat, sweep).
+    dequeue_timeout: int = field(default_factory=lambda: _env_int("QUEUING_DEQUEUE_TIMEOUT", 5))
+    # How often some worker sweeps the queues for jobs whose worker died.
+    maintenance_interval: int = field(default_factory=lambda: _env_int("QUEUING_MAINTENANCE_INTERVAL", 5))
+    # How long after a job's timeout its silent worker is presumed dead.
+    heartbeat_grace: int = field(default_factory=lambda: _env_int("QUEUING_HEARTBEAT_GRACE", 5))
+
+
+class LessonWorker(SimpleWorker):
+    """RQ's non-forking worker with a prompt dead-worker deadline.
+
+    It runs jobs in its own process (no fork per job: ~5x the throughput), so
+    nobody refreshes a job's heartbeat while it runs; the heartbeat is set once
+    to outlive the job's timeout by `heartbeat_grace` seconds.
+    """
+
+    heartbeat_grace = 5
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        timeout = job.timeout if job.timeout and job.timeout > 0 else 180
+        return int(timeout) + self.heartbeat_grace
+
+
+class _RedisDownLines(logging.Handler):
+    """Turn RQ's 'could not connect' log record into the lesson's one line; drop the rest."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("Worker %s: could not connect to Redis") and len(record.args or ()) > 1:
+            not_connected(record.args[1])  # type: ignore[index]
+
+
+def configure_logging(verbose: bool) -> None:
+    """RQ's own log (and the tracebacks of jobs that fail on purpose) only with --verbose."""
+    rq_logger = logging.getLogger("rq")
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+        return
+    rq_logger.handlers[:] = [_RedisDownLines()]
+    rq_logger.setLevel(logging.ERROR)
+    rq_logger.propagate = False
+    for name in ("rq.worker", "rq.job"):
+        child = logging.getLogger(name)
+        child.handlers[:] = [_RedisDownLines()]
+        child.setLevel(logging.ERROR)
+        child.propagate = False
+
+
+def _wait_for_redis(url: str | None) -> None:
+    """Block until Redis answers, printing the not-connected line per failed attempt."""
+    for delay in backoff():
+        connection = queue_connection(url)
+        try:
+            connection.ping()
+            return
+        except REDIS_DOWN as error:
+            not_connected(error)
+            time.sleep(delay)
+        finally:
+            connection.close()
+
+
+def work(queue_names: Sequence[str], *, url: str | None = None, burst: bool = False,
+         settings: WorkerSettings | None = None) -> None:
+    """One worker, until stopped (or, with `burst`, until the queues are empty)."""
+    settings = settings or WorkerSettings()
+    stopping = False
+    while not stopping:
+        _wait_for_redis(url)
+        connection = queue_connection(url)
+        worker = LessonWorker(
+            [job_queue(name, connection) for name in queue_names],
+            connection=connection,
+            serializer=JSONSerializer,
+            worker_ttl=settings.dequeue_timeout + 15,  # RQ derives its dequeue timeout as ttl - 15
+            maintenance_interval=settings.maintenance_interval,
+        )
+        worker.heartbeat_grace = settings.heartbeat_grace
+        worker.work(burst=burst, logging_level=None)
+        # RQ returns on a stop request, after a burst, or when Redis broke under it.
+        stopping = burst or worker._stop_requested or worker._shutdown_requested_date is not None
+        connection.close()
+
+
+def _child(queue_names: Sequence[str], url: str | None, burst: bool, verbose: bool) -> None:
+    configure_logging(verbose)
+    try:
+        work(queue_names, url=url, burst=burst)
+    except KeyboardInterrupt:
+        pass
+
+
+def run_processor(queue_names: Sequence[str], *, concurrency: int = 1, burst: bool = False,
+                  verbose: bool = False, url: str | None = None) -> int:
+    """The body of a `*_job_processor.py`: `concurrency` workers on `queue_names`; returns an exit code."""
+    configure_logging(verbose)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if concurrency == 1:
+        try:
+            work(queue_names, url=url, burst=burst)
+        except KeyboardInterrupt:
+            pass
+        return 0
+
+    context = multiprocessing.get_context("fork")
+    children = [
+        context.Process(target=_child, args=(queue_names, url, burst, verbose), daemon=False)
+        for _ in range(concurrency)
+    ]
+    for child in children:
+        child.start()
+    try:
+        for child in children:
+            child.join()
+    except KeyboardInterrupt:
+        # Ctrl+C in a terminal reaches every child itself; a SIGTERM to us must be passed on.
+        for child in children:
+            if child.is_alive() and child.pid:
+                os.kill(child.pid, signal.SIGTERM)
+        for child in children:
+            _join_quietly(child)
+    return 0
+
+
+def _join_quietly(child: multiprocessing.process.BaseProcess) -> None:
+    while True:
+        try:
+            child.join()
+            return
+        except KeyboardInterrupt:
+            continue  # a second Ctrl+C: the children handle it (cold stop); we keep waiting
