@@ -8,9 +8,10 @@ Prints:  Notification job created: <id>                 for each of the 11 jobs
 """
 
 from queuing_system.console import run_once, say
-from queuing_system.events import JobEvent, JobEvents
+from queuing_system.events import JobEvents
 from queuing_system.jobs import enqueue, job_queue, queue_connection
 from queuing_system.keys import PROCESS_7, QUEUE_7
+from queuing_system.notifications import follow_notification_job
 
 JOBS = [
     {"phoneNumber": "4153518780", "message": "This is the code 1234 to verify your account"},
@@ -27,13 +28,6 @@ JOBS = [
 ]
 
 
-def follow(events: JobEvents, job_id: str) -> None:
-    """Print the curriculum's line for each event of job `job_id`."""
-    events.on(job_id, JobEvent.PROGRESS, lambda percent: say(f"Notification job {job_id} {percent}% complete"))
-    events.on(job_id, JobEvent.COMPLETED, lambda _: say(f"Notification job {job_id} completed"))
-    events.on(job_id, JobEvent.FAILED, lambda error: say(f"Notification job {job_id} failed: {error}"))
-
-
 def main() -> None:
     connection = queue_connection()
     connection.ping()
@@ -44,7 +38,7 @@ def main() -> None:
         for data in JOBS:
             job = enqueue(queue, PROCESS_7, data)
             say(f"Notification job created: {job.id}")
-            follow(events, job.id)
+            follow_notification_job(events, job.id)
             job_ids.append(job.id)
         events.wait_until_ended(job_ids)
 

@@ -14,7 +14,7 @@ from rq.job import Job
 from queuing_system.console import say
 from queuing_system.events import report_progress
 from queuing_system.keys import QUEUE_7
-from queuing_system.notifications import validate_notification
+from queuing_system.notifications import simulate_sending, validate_notification
 from queuing_system.worker import run_processor
 
 BLACKLISTED_NUMBERS = ["4153518780", "4153518781"]
@@ -29,6 +29,7 @@ def send_notification(phone_number: str, message: str, job: Job) -> None:
     if phone_number in BLACKLISTED_NUMBERS:
         raise BlacklistedNumberError(f"Phone number {phone_number} is blacklisted")
     report_progress(job, 50)
+    simulate_sending()
     say(f"Sending notification to {phone_number}, with message: {message}")
 
 

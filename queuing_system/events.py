@@ -83,10 +83,17 @@ class JobEvents:
         self._ended: set[str] = set()
         self._pubsub = self._subscribe()
 
-    def _subscribe(self) -> redis.client.PubSub:
-        pubsub = self._connection.pubsub(ignore_subscribe_messages=True)
+    def _subscribe(self, timeout: float = 10.0) -> redis.client.PubSub:
+        """Subscribe and wait for Redis to confirm it: from then on no event can be missed."""
+        pubsub = self._connection.pubsub()
         pubsub.subscribe(JOB_EVENTS_CHANNEL)
-        return pubsub
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.1)
+            if message is not None and message["type"] == "subscribe":
+                return pubsub
+        pubsub.close()
+        raise redis.exceptions.TimeoutError("no confirmation of the job-event subscription")
 
     def on(self, job_id: str, event: JobEvent, handler: Handler) -> None:
         self._handlers.setdefault((job_id, event), []).append(handler)
@@ -103,16 +110,27 @@ class JobEvents:
             handler(value)
 
     def pump(self, timeout: float = 1.0) -> bool:
-        """Dispatch the events that arrive within `timeout` seconds; False if none came."""
-        message = self._pubsub.get_message(timeout=timeout)
+        """Wait up to `timeout` seconds for events; dispatch all that came. False if none did."""
+        deadline = time.monotonic() + timeout
         dispatched = False
-        while message is not None:
+        while True:
+            wait = 0.0 if dispatched else max(0.0, deadline - time.monotonic())
+            message = self._pubsub.get_message(timeout=wait)
+            if message is None:
+                if dispatched or time.monotonic() >= deadline:
+                    return dispatched
+                continue
             if message["type"] == "message":
-                payload = json.loads(message["data"])
-                self.dispatch(str(payload["id"]), JobEvent(payload["event"]), payload.get("value"))
+                self._handle(message["data"])
                 dispatched = True
-            message = self._pubsub.get_message(timeout=0)
-        return dispatched
+
+    def _handle(self, raw: bytes | str) -> None:
+        try:
+            payload = json.loads(raw)
+            job_id, event, value = str(payload["id"]), JobEvent(payload["event"]), payload.get("value")
+        except (ValueError, KeyError, TypeError):
+            return  # not one of ours: someone else published on the channel
+        self.dispatch(job_id, event, value)
 
     def catch_up(self, job_ids: Iterable[str]) -> None:
         """Ask RQ how jobs ended whose end event we may have missed (after a reconnect)."""
@@ -121,7 +139,7 @@ class JobEvents:
                 continue
             try:
                 job = Job.fetch(job_id, connection=self._connection, serializer=self._serializer)
-            except Exception:  # noqa: BLE001 - a job that expired or vanished has nothing to tell
+            except Exception:
                 continue
             status = job.get_status(refresh=False)
             if status == JobStatus.FINISHED:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
+
+from queuing_system.console import say
+from queuing_system.events import JobEvent, JobEvents
 
 FIELDS = ("phoneNumber", "message")
 
@@ -25,3 +30,21 @@ def validate_notification(data: Any) -> tuple[str, str]:
         if not isinstance(data[name], str) or not data[name].strip():
             raise JobDataError(f"Invalid job data: {name} must be a non-empty string, got {data[name]!r}")
     return data["phoneNumber"], data["message"]
+
+
+def follow_notification_job(events: JobEvents, job_id: str) -> None:
+    """Print task 7's line for each event of job `job_id` as it arrives (Kue's job.on(...))."""
+    events.on(job_id, JobEvent.PROGRESS, lambda percent: say(f"Notification job {job_id} {percent}% complete"))
+    events.on(job_id, JobEvent.COMPLETED, lambda _: say(f"Notification job {job_id} completed"))
+    events.on(job_id, JobEvent.FAILED, lambda error: say(f"Notification job {job_id} failed: {error}"))
+
+
+def simulate_sending() -> None:
+    """Pretend to talk to an SMS gateway for NOTIFICATION_SEND_MS milliseconds (default 0).
+
+    The lessons' jobs finish in microseconds, which hides that a processor runs
+    two at once; a little latency makes the overlap visible.
+    """
+    milliseconds = float(os.environ.get("NOTIFICATION_SEND_MS") or 0)
+    if milliseconds > 0:
+        time.sleep(milliseconds / 1000)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -119,10 +120,8 @@ def work(queue_names: Sequence[str], *, url: str | None = None, burst: bool = Fa
 
 def _child(queue_names: Sequence[str], url: str | None, burst: bool, verbose: bool) -> None:
     configure_logging(verbose)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # stopping is the normal way out
         work(queue_names, url=url, burst=burst)
-    except KeyboardInterrupt:
-        pass
 
 
 def run_processor(queue_names: Sequence[str], *, concurrency: int = 1, burst: bool = False,
@@ -131,10 +130,8 @@ def run_processor(queue_names: Sequence[str], *, concurrency: int = 1, burst: bo
     configure_logging(verbose)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if concurrency == 1:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             work(queue_names, url=url, burst=burst)
-        except KeyboardInterrupt:
-            pass
         return 0
 
     context = multiprocessing.get_context("fork")

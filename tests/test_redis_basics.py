@@ -33,7 +33,11 @@ def test_4_hash_twice(r) -> None:
 
 
 @pytest.mark.parametrize(
-    "script", ["0_redis_client.py", "1_redis_op.py", "2_redis_op_async.py", "4_redis_advanced_op.py", "5_publisher.py"]
+    "script",
+    [
+        "0_redis_client.py", "1_redis_op.py", "2_redis_op_async.py", "4_redis_advanced_op.py", "5_publisher.py",
+        "6_job_creator.py", "7_job_creator.py",
+    ],
 )
 def test_redis_down_is_one_line_and_exit_1(script: str, closed_url: str) -> None:
     code, lines, stderr = run_script(script, env={"REDIS_URL": closed_url})

@@ -1,0 +1,194 @@
+"""Tasks 6 and 7 end to end on the real throwaway Redis: creators and processors as processes."""
+
+import signal
+from collections import Counter
+from importlib import import_module
+
+import pytest
+import redis
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from queuing_system.events import ABANDONED_MESSAGE, JobEvent, JobEvents
+from queuing_system.jobs import JobSettings, enqueue, job_queue, queue_connection
+from queuing_system.keys import PROCESS_6, QUEUE_6
+from queuing_system.processes import ScriptProcess
+from tests.jobs_for_tests import STARTED_KEY
+
+JOBS_7 = import_module("7_job_creator").JOBS
+BLACKLISTED = {"4153518780", "4153518781"}
+SENDING_6 = "Sending notification to 4153518780, with message: This is the code to verify your account"
+# Fast sweeps for abandoned jobs, so tests need not wait RQ's minutes.
+FAST = {"QUEUING_DEQUEUE_TIMEOUT": "1", "QUEUING_MAINTENANCE_INTERVAL": "1", "QUEUING_HEARTBEAT_GRACE": "1"}
+
+
+@pytest.fixture
+def rq_connection(redis_url):
+    connection = queue_connection(redis_url)
+    yield connection
+    connection.close()
+
+
+def fetch(connection: redis.Redis, job_id: str) -> Job:
+    return Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+
+
+def test_6_two_creators_then_the_processor(redis_url) -> None:
+    with ScriptProcess("6_job_creator.py") as first:
+        first.wait_for_line("Notification job created: 1")
+        with ScriptProcess("6_job_creator.py") as second:
+            second.wait_for_line("Notification job created: 2")
+            with ScriptProcess("6_job_processor.py") as processor:
+                assert first.wait() == 0
+                assert second.wait() == 0
+                processor.wait_until(lambda: len(processor.lines) == 2, what="two Sending lines")
+                processor.signal(signal.SIGTERM)
+                assert processor.wait() == 0
+    assert first.lines == ["Notification job created: 1", "Notification job completed"]
+    assert second.lines == ["Notification job created: 2", "Notification job completed"]
+    assert processor.lines == [SENDING_6, SENDING_6]
+    assert first.stderr == second.stderr == processor.stderr == ""
+
+
+def test_6_creator_hears_a_failure(redis_url) -> None:
+    with ScriptProcess("6_job_creator.py") as creator:
+        creator.wait_for_line("Notification job created: 1")
+        with ScriptProcess("tests/failing_processor.py") as processor:
+            assert creator.wait() == 0
+            processor.signal(signal.SIGINT)
+            assert processor.wait() == 0
+    assert creator.lines == ["Notification job created: 1", "Notification job failed"]
+    assert processor.lines == []
+    assert processor.stderr == ""  # the failure's traceback is RQ's log: only with --verbose
+
+
+def test_6_creator_ctrl_c_before_the_job_ends_is_quiet(redis_url, rq_connection) -> None:
+    with ScriptProcess("6_job_creator.py") as creator:
+        creator.wait_for_line("Notification job created: 1")
+        creator.signal(signal.SIGINT)
+        assert creator.wait() == 0
+    assert creator.stderr == ""
+    assert job_queue(QUEUE_6, rq_connection).job_ids == ["1"]  # the job is still there for a processor
+
+
+def creator_lines_by_job(lines: list[str]) -> dict[str, list[str]]:
+    by_job: dict[str, list[str]] = {}
+    for line in lines:
+        job_id = line.split()[2].rstrip(":") if not line.startswith("Notification job created") else line.split()[-1]
+        by_job.setdefault(job_id, []).append(line)
+    return by_job
+
+
+def test_7_processor_first_then_creator(redis_url, rq_connection) -> None:
+    # 50 ms per send: long enough that two workers visibly overlap, short enough for a quick test.
+    with ScriptProcess("7_job_processor.py", env={"NOTIFICATION_SEND_MS": "50"}) as processor:
+        with ScriptProcess("7_job_creator.py") as creator:
+            assert creator.wait() == 0
+        processor.wait_until(lambda: len(processor.lines) == 9, what="nine Sending lines")
+        processor.signal(signal.SIGTERM)
+        assert processor.wait() == 0
+
+    assert creator.lines[:11] == [f"Notification job created: {n}" for n in range(1, 12)]
+    by_job = creator_lines_by_job(creator.lines[11:])
+    expected = {}
+    for number, data in enumerate(JOBS_7, start=1):
+        phone = data["phoneNumber"]
+        if phone in BLACKLISTED:
+            expected[str(number)] = [
+                f"Notification job {number} 0% complete",
+                f"Notification job {number} failed: Phone number {phone} is blacklisted",
+            ]
+        else:
+            expected[str(number)] = [
+                f"Notification job {number} 0% complete",
+                f"Notification job {number} 50% complete",
+                f"Notification job {number} completed",
+            ]
+    assert by_job == expected
+    assert Counter(processor.lines) == Counter(
+        f"Sending notification to {d['phoneNumber']}, with message: {d['message']}"
+        for d in JOBS_7
+        if d["phoneNumber"] not in BLACKLISTED
+    )
+
+    # Two at a time: two workers ran jobs, and some two jobs' run times overlapped.
+    jobs = [fetch(rq_connection, str(n)) for n in range(1, 12)]
+    assert len({job.worker_name for job in jobs}) == 2
+    assert any(
+        a.worker_name != b.worker_name and a.started_at < b.ended_at and b.started_at < a.ended_at
+        for a in jobs
+        for b in jobs
+    ), [(job.id, job.worker_name, job.started_at, job.ended_at) for job in jobs]
+    assert processor.stderr == creator.stderr == ""
+
+
+def test_processor_sigterm_mid_job_finishes_it(redis_url, rq_connection, r) -> None:
+    job = enqueue(job_queue(QUEUE_6, rq_connection), "tests.jobs_for_tests.hold", 1.0)
+    with ScriptProcess("6_job_processor.py") as processor:
+        processor.wait_until(lambda: r.llen(STARTED_KEY) == 1, what="the job to start")
+        processor.signal(signal.SIGTERM)
+        assert processor.wait() == 0
+    assert fetch(rq_connection, job.id).get_status() == JobStatus.FINISHED
+    assert processor.stderr == ""
+
+
+def test_processor_killed_mid_job_loses_no_job(redis_url, rq_connection, r) -> None:
+    queue = job_queue(QUEUE_6, rq_connection)
+    with JobEvents(rq_connection, serializer=JSONSerializer) as events:
+        job = enqueue(queue, "tests.jobs_for_tests.hold", 60, JobSettings(timeout=2))
+        failures = []
+        events.on(job.id, JobEvent.FAILED, failures.append)
+        with ScriptProcess("6_job_processor.py", env=FAST) as doomed:
+            doomed.wait_until(lambda: r.llen(STARTED_KEY) == 1, what="the job to start")
+            doomed.kill()  # SIGKILL: no chance to clean up
+        assert fetch(rq_connection, job.id).get_status() == JobStatus.STARTED
+        with ScriptProcess("6_job_processor.py", env=FAST) as survivor:
+            events.wait_until_ended([job.id])  # the survivor's sweep finds it (timeout 2 s + grace 1 s + sweep 1 s)
+            survivor.stop()
+    assert failures == [ABANDONED_MESSAGE]
+    assert fetch(rq_connection, job.id).get_status() == JobStatus.FAILED
+    assert FailedJobRegistry(QUEUE_6, connection=rq_connection).get_job_ids() == [job.id]
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ({"phoneNumber": "4153518780"}, "Invalid job data: missing message"),
+        ({"phoneNumber": "4153518780", "message": 42}, "Invalid job data: message must be a non-empty string, got 42"),
+        ({"phoneNumber": "1", "message": "hi", "junk": True}, "Invalid job data: unexpected field junk"),
+        ("not an object", "Invalid job data: expected an object with phoneNumber and message, got 'not an object'"),
+    ],
+)
+def test_bad_job_data_fails_the_job_and_the_processor_goes_on(data, error, redis_url, rq_connection) -> None:
+    queue = job_queue(QUEUE_6, rq_connection)
+    with JobEvents(rq_connection, serializer=JSONSerializer) as events:
+        bad = enqueue(queue, PROCESS_6, data)
+        good = enqueue(queue, PROCESS_6, {"phoneNumber": "4153518743", "message": "hello"})
+        seen = []
+        events.on(bad.id, JobEvent.FAILED, seen.append)
+        events.on(good.id, JobEvent.COMPLETED, lambda _: seen.append("completed"))
+        with ScriptProcess("6_job_processor.py") as processor:
+            events.wait_until_ended([bad.id, good.id])
+            assert processor.stop() == 0
+    assert seen == [error, "completed"]
+    assert processor.lines == ["Sending notification to 4153518743, with message: hello"]
+    assert processor.stderr == ""
+
+
+def test_processor_rides_out_redis_going_away(own_redis) -> None:
+    env = {"REDIS_URL": own_redis.url, **FAST}
+    with ScriptProcess("6_job_processor.py", env=env) as processor:
+        own_redis.kill()
+        processor.wait_until(
+            lambda: any(x.startswith("Redis client not connected to the server: ") for x in processor.lines),
+            what="the not-connected line",
+        )
+        own_redis.start()
+        with ScriptProcess("6_job_creator.py", env=env) as creator:
+            assert creator.wait() == 0
+        assert creator.lines == ["Notification job created: 1", "Notification job completed"]
+        assert processor.stop() == 0
+    assert processor.lines[-1] == SENDING_6
+    assert all(x.startswith("Redis client not connected") for x in processor.lines[:-1])
+    assert "Traceback" not in processor.stderr
