@@ -18,6 +18,7 @@ from enum import Enum
 from typing import Any
 
 import redis
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from queuing_system.console import REDIS_DOWN, backoff, not_connected
@@ -139,7 +140,9 @@ class JobEvents:
                 continue
             try:
                 job = Job.fetch(job_id, connection=self._connection, serializer=self._serializer)
-            except Exception:
+            except NoSuchJobError:
+                # Gone (a Redis restarted without persistence): waiting longer would be forever.
+                self.dispatch(job_id, JobEvent.FAILED, f"Job {job_id} no longer exists in Redis")
                 continue
             status = job.get_status(refresh=False)
             if status == JobStatus.FINISHED:

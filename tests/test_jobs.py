@@ -192,3 +192,17 @@ def test_processor_rides_out_redis_going_away(own_redis) -> None:
     assert processor.lines[-1] == SENDING_6
     assert all(x.startswith("Redis client not connected") for x in processor.lines[:-1])
     assert "Traceback" not in processor.stderr
+
+
+def test_creator_rides_out_redis_going_away(own_redis) -> None:
+    env = {"REDIS_URL": own_redis.url}
+    with ScriptProcess("6_job_creator.py", env=env) as creator:
+        creator.wait_for_line("Notification job created: 1")
+        own_redis.kill()
+        creator.wait_until(lambda: len(creator.lines) >= 2, what="the not-connected line")
+        own_redis.start()  # persistence is off: the job went down with the server
+        assert creator.wait() == 0
+    assert creator.lines[0] == "Notification job created: 1"
+    assert all(x.startswith("Redis client not connected to the server: ") for x in creator.lines[1:-1])
+    assert creator.lines[-1] == "Notification job failed"
+    assert creator.stderr == ""
