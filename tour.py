@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import import_module
 
 import redis
 
 from queuing_system.embedded import EmbeddedRedis
 from queuing_system.keys import SCHOOL_CHANNEL
 from queuing_system.processes import ScriptProcess
+
+JOBS_7 = import_module("7_job_creator").JOBS
+BLACKLISTED_7 = import_module("7_job_processor").BLACKLISTED_NUMBERS
 
 CONNECTED = "Redis client connected to the server"
 SCHOOLS = "{'Portland': '50', 'Seattle': '80', 'New York': '20', 'Bogota': '20', 'Cali': '40', 'Paris': '2'}"
@@ -69,9 +74,11 @@ class Tour:
         self.redis = redis.Redis.from_url(server.url, decode_responses=True)
         self.env = {"REDIS_URL": server.url}
 
-    def start(self, script: str, *args: str, label: str = "") -> ScriptProcess:
-        self.screen.line(f"  $ python {script} {' '.join(args)}".rstrip() + (f"   [{label}]" if label else ""))
-        return ScriptProcess(script, args, env=self.env, on_line=self.screen.labelled(label))
+    def start(self, script: str, *args: str, label: str = "", env: dict[str, str] | None = None) -> ScriptProcess:
+        shown = " ".join(f"{k}={v}" for k, v in (env or {}).items())
+        command = f"{shown} python {script} {' '.join(args)}".strip()
+        self.screen.line(f"  $ {command}" + (f"   [{label}]" if label else ""))
+        return ScriptProcess(script, args, env={**self.env, **(env or {})}, on_line=self.screen.labelled(label))
 
     def run(self, script: str, *args: str, timeout: float = 30.0) -> list[str]:
         with self.start(script, *args) as process:
@@ -138,6 +145,70 @@ def task_5(tour: Tour) -> str:
     return "subscriber stops at KILL_SERVER"
 
 
+def task_6(tour: Tour) -> str:
+    with tour.start("6_job_creator.py", label="creator") as creator:
+        creator.wait_for_line("Notification job created: 1")
+        with tour.start("6_job_processor.py", label="processor") as processor:
+            creator.wait(20)
+            processor.wait_until(lambda: len(processor.lines) == 1, what="the Sending line")
+            tour.screen.line("  (Ctrl+C to the processor: it finishes the job in hand and exits 0)")
+            processor.signal(signal.SIGINT)
+            code = processor.wait(20)
+    tour.expect("6_job_creator.py", creator.lines, ["Notification job created: 1", "Notification job completed"])
+    tour.expect("6_job_processor.py", processor.lines,
+                ["Sending notification to 4153518780, with message: This is the code to verify your account"])
+    if code != 0:
+        raise Mismatch(f"6_job_processor.py exited {code} on Ctrl+C")
+    return "created, sent, completed; clean stop"
+
+
+def expected_7_lines(first_id: int) -> dict[str, list[str]]:
+    """Task 7's creator lines per job id (jobs interleave: two run at a time)."""
+    expected = {}
+    for offset, data in enumerate(JOBS_7):
+        job_id, phone = str(first_id + offset), data["phoneNumber"]
+        lines = [f"Notification job created: {job_id}", f"Notification job {job_id} 0% complete"]
+        if phone in BLACKLISTED_7:
+            lines.append(f"Notification job {job_id} failed: Phone number {phone} is blacklisted")
+        else:
+            lines += [f"Notification job {job_id} 50% complete", f"Notification job {job_id} completed"]
+        expected[job_id] = lines
+    return expected
+
+
+def task_7(tour: Tour) -> str:
+    tour.screen.line("  (NOTIFICATION_SEND_MS=100: each send takes 100 ms, so two at a time shows)")
+    with tour.start("7_job_processor.py", label="processor", env={"NOTIFICATION_SEND_MS": "100"}) as processor:
+        with tour.start("7_job_creator.py", label="creator") as creator:
+            creator.wait(30)
+        processor.wait_until(lambda: len(processor.lines) == 9, what="nine Sending lines")
+        processor.signal(signal.SIGINT)
+        processor.wait(20)
+    first_id = int(creator.lines[0].rsplit(" ", 1)[-1])
+    by_job: dict[str, list[str]] = {}
+    for line in creator.lines:
+        words = line.split()
+        job_id = words[-1] if line.startswith("Notification job created") else words[2].rstrip(":")
+        by_job.setdefault(job_id, []).append(line)
+    expected = expected_7_lines(first_id)
+    for job_id, lines in expected.items():
+        tour.expect(f"7_job_creator.py job {job_id}", by_job.get(job_id, []), lines)
+    sent = sorted(processor.lines)
+    want = sorted(f"Sending notification to {d['phoneNumber']}, with message: {d['message']}"
+                  for d in JOBS_7 if d["phoneNumber"] not in BLACKLISTED_7)
+    tour.expect("7_job_processor.py (sorted)", sent, want)
+    return "11 jobs: 9 completed, 2 blacklisted"
+
+
+def task_8(tour: Tour) -> str:
+    with tour.start("-m", "pytest", "tests/test_8_job.py", "-q", "-p", "no:cacheprovider") as tests:
+        code = tests.wait(60)
+    summary = tests.lines[-1] if tests.lines else ""
+    if code != 0 or " passed" not in summary or "failed" in summary:
+        raise Mismatch(f"tests/test_8_job.py: {summary or 'no summary'} (exit {code})")
+    return summary.split(" in ")[0] + " (fakeredis)"
+
+
 @dataclass
 class Task:
     key: str
@@ -152,6 +223,9 @@ TASKS = [
     Task("2", "2_redis_op_async.py", "the same with async/await", task_2),
     Task("4", "4_redis_advanced_op.py", "a hash: HSET field by field, HGETALL", task_4),
     Task("5", "5_subscriber.py + 5_publisher.py", "pub/sub: messages reach whoever is subscribed", task_5),
+    Task("6", "6_job_creator.py + 6_job_processor.py", "a job queue: create a job, process it", task_6),
+    Task("7", "7_job_creator.py + 7_job_processor.py", "progress, failures, two jobs at a time", task_7),
+    Task("8", "8_job.py + tests/test_8_job.py", "job creation under test (Kue's test mode)", task_8),
 ]
 
 

@@ -37,8 +37,10 @@ class ScriptProcess:
         self.stderr = ""
         self._on_line = on_line
         self._changed = threading.Condition()
+        # `ScriptProcess("-m", ["pytest", ...])` runs a module instead of a script.
+        target = ["-m"] if script == "-m" else [str(ROOT / script)]
         self._process = subprocess.Popen(
-            [sys.executable, str(ROOT / script), *args],
+            [sys.executable, *target, *args],
             cwd=ROOT,
             env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,

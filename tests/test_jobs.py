@@ -1,6 +1,7 @@
 """Tasks 6 and 7 end to end on the real throwaway Redis: creators and processors as processes."""
 
 import signal
+import time
 from collections import Counter
 from importlib import import_module
 
@@ -28,6 +29,13 @@ def rq_connection(redis_url):
     connection = queue_connection(redis_url)
     yield connection
     connection.close()
+
+
+def eventually(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
 
 
 def fetch(connection: redis.Redis, job_id: str) -> Job:
@@ -145,9 +153,10 @@ def test_processor_killed_mid_job_loses_no_job(redis_url, rq_connection, r) -> N
         assert fetch(rq_connection, job.id).get_status() == JobStatus.STARTED
         with ScriptProcess("6_job_processor.py", env=FAST) as survivor:
             events.wait_until_ended([job.id])  # the survivor's sweep finds it (timeout 2 s + grace 1 s + sweep 1 s)
+            # RQ runs the failure callback just before it records the failure: give it that moment.
+            eventually(lambda: fetch(rq_connection, job.id).get_status() == JobStatus.FAILED)
             survivor.stop()
     assert failures == [ABANDONED_MESSAGE]
-    assert fetch(rq_connection, job.id).get_status() == JobStatus.FAILED
     assert FailedJobRegistry(QUEUE_6, connection=rq_connection).get_job_ids() == [job.id]
 
 
