@@ -27,8 +27,13 @@ def not_connected(error: BaseException) -> None:
 
 
 def sigterm_as_interrupt() -> None:
-    """Let SIGTERM end a process the same quiet way Ctrl+C does."""
+    """Let SIGTERM end a process the same quiet way Ctrl+C does.
+
+    SIGINT is (re)armed too: a shell starts background jobs with it ignored,
+    and `kill -INT` should still stop a lesson started with `&`.
+    """
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_once(main: Callable[[], None], *, interrupted_exit: int = 130) -> None:

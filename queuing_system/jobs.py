@@ -7,6 +7,7 @@ who can write to Redis run code inside the workers.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,12 +48,23 @@ def next_job_id(connection: redis.Redis) -> str:
     return str(connection.incr(JOB_ID_COUNTER))
 
 
-def enqueue(queue: Queue, function: str, data: dict[str, Any], settings: JobSettings | None = None) -> Job:
-    """Put `data` on `queue` for `function` (a dotted path the processor can import)."""
+def enqueue(
+    queue: Queue,
+    function: str,
+    data: Any = None,
+    settings: JobSettings | None = None,
+    *,
+    on_success: str | Callable[..., Any] = on_success,
+    on_failure: str | Callable[..., Any] = on_failure,
+) -> Job:
+    """Put a job for `function` (a dotted path the processor imports) on `queue`, with `data` as its argument.
+
+    The callbacks default to the Kue-style event channel (`queuing_system.events`).
+    """
     settings = settings or JobSettings()
     return queue.enqueue_call(
         function,
-        args=(data,),
+        args=() if data is None else (data,),
         job_id=next_job_id(queue.connection),
         timeout=settings.timeout,
         result_ttl=settings.result_ttl,

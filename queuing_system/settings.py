@@ -59,3 +59,12 @@ def connect_async(url: str | None = None, *, retries: int = 2) -> redis.asyncio.
         socket_connect_timeout=5.0,
         retry=AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
     )
+
+
+def url_of(client: redis.Redis) -> str:
+    """The redis:// URL a client talks to (to open a twin connection with other options)."""
+    kwargs = client.connection_pool.connection_kwargs
+    password = kwargs.get("password")
+    user = kwargs.get("username") or ""
+    auth = f"{quote(user, safe='')}:{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"

@@ -17,16 +17,19 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from redis.client import Pipeline
 from rq import SimpleWorker
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.timeouts import TimerDeathPenalty
 
-from queuing_system.console import REDIS_DOWN, backoff, not_connected
+from queuing_system.console import REDIS_DOWN, backoff, not_connected, sigterm_as_interrupt
 from queuing_system.jobs import job_queue, queue_connection
 
 
@@ -92,29 +95,47 @@ def configure_logging(verbose: bool) -> None:
         child.propagate = False
 
 
-def _wait_for_redis(url: str | None) -> None:
-    """Block until Redis answers, printing the not-connected line per failed attempt."""
+def _wait_for_redis(url: str | None, should_stop: Callable[[], bool] = lambda: False) -> bool:
+    """Block until Redis answers (True), printing the not-connected line per failed attempt,
+    or until `should_stop()` (False)."""
     for delay in backoff():
+        if should_stop():
+            return False
         connection = queue_connection(url)
         try:
             connection.ping()
-            return
+            return True
         except REDIS_DOWN as error:
             not_connected(error)
             time.sleep(delay)
         finally:
             connection.close()
+    return False  # pragma: no cover - backoff() never ends
 
 
-def work(queue_names: Sequence[str], *, url: str | None = None, burst: bool = False,
-         settings: WorkerSettings | None = None) -> None:
-    """One worker, until stopped (or, with `burst`, until the queues are empty)."""
+def work(
+    queue_names: Sequence[str],
+    *,
+    url: str | None = None,
+    burst: bool = False,
+    settings: WorkerSettings | None = None,
+    worker_class: type[LessonWorker] | None = None,
+    started: Callable[[LessonWorker], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """One worker, until stopped (or, with `burst`, until the queues are empty).
+
+    When Redis breaks under RQ's loop, wait for it (one line per failed attempt)
+    and start a fresh worker. `started` is told about each worker (to stop it from another thread).
+    """
     settings = settings or WorkerSettings()
+    worker_class = worker_class or LessonWorker
     stopping = False
     while not stopping:
-        _wait_for_redis(url)
+        if not _wait_for_redis(url, should_stop):
+            return
         connection = queue_connection(url)
-        worker = LessonWorker(
+        worker = worker_class(
             [job_queue(name, connection) for name in queue_names],
             connection=connection,
             serializer=JSONSerializer,
@@ -122,10 +143,76 @@ def work(queue_names: Sequence[str], *, url: str | None = None, burst: bool = Fa
             maintenance_interval=settings.maintenance_interval,
         )
         worker.heartbeat_grace = settings.heartbeat_grace
+        if started:
+            started(worker)
         worker.work(burst=burst, logging_level=None)
         # RQ returns on a stop request, after a burst, or when Redis broke under it.
         stopping = burst or worker._stop_requested or worker._shutdown_requested_date is not None
         connection.close()
+
+
+class ThreadWorker(LessonWorker):
+    """A LessonWorker that lives in a thread of a server process.
+
+    Signals belong to the main thread, so it installs none and enforces job
+    timeouts with a timer instead of SIGALRM; `request_stop_from_thread()`
+    asks it to stop once the job in hand (if any) is done.
+    """
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        pass
+
+    def request_stop_from_thread(self) -> None:
+        self._stop_requested = True
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        # RQ's loop only wakes from an idle wait on a signal; look up every dequeue_timeout instead.
+        while not self._stop_requested:
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=self.dequeue_timeout)
+            if result is not None:
+                return result
+        raise StopRequested()
+
+
+class BackgroundProcessing:
+    """Process queues in a background thread of this process; `stop()` finishes the job in hand."""
+
+    def __init__(self, queue_names: Sequence[str], url: str | None = None) -> None:
+        self._queue_names = list(queue_names)
+        self._url = url
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._worker: ThreadWorker | None = None
+        self._stopping = False
+
+    def start(self) -> bool:
+        """Start processing; False if this process already does."""
+        with self._lock:
+            if self._thread is not None:
+                return False
+            self._thread = threading.Thread(target=self._run, name="queue-processing", daemon=True)
+            self._thread.start()
+            return True
+
+    def _run(self) -> None:
+        while not self._stopping:
+            # A 1-second dequeue wait: stopping the server never waits long for an idle worker.
+            work(self._queue_names, url=self._url, worker_class=ThreadWorker, started=self._started,
+                 should_stop=lambda: self._stopping, settings=WorkerSettings(dequeue_timeout=1))
+
+    def _started(self, worker: LessonWorker) -> None:
+        self._worker = worker  # type: ignore[assignment]
+        if self._stopping:
+            self._worker.request_stop_from_thread()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stopping = True
+        if self._worker is not None:
+            self._worker.request_stop_from_thread()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
 
 def _child(queue_names: Sequence[str], url: str | None, burst: bool, verbose: bool) -> None:
@@ -138,7 +225,7 @@ def run_processor(queue_names: Sequence[str], *, concurrency: int = 1, burst: bo
                   verbose: bool = False, url: str | None = None) -> int:
     """The body of a `*_job_processor.py`: `concurrency` workers on `queue_names`; returns an exit code."""
     configure_logging(verbose)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    sigterm_as_interrupt()
     if concurrency == 1:
         with contextlib.suppress(KeyboardInterrupt):
             work(queue_names, url=url, burst=burst)

@@ -1,0 +1,151 @@
+"""Task 100 — seat reservations through a queue: never below zero, never oversold.
+
+Teaches: an API that only enqueues, a worker that does the (atomic) work, state shared in Redis.
+Run:     python 100_seat.py [--reset] [--verbose]
+         curl localhost:1245/available_seats; curl localhost:1245/reserve_seat; curl localhost:1245/process
+Prints:  API available on localhost port 1245
+         Seat reservation job <id> completed | Seat reservation job <id> failed: <message>
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import sys
+import time
+from typing import Any
+
+import redis
+from flask import Flask, jsonify
+from rq import get_current_job
+from rq.job import Job
+
+from queuing_system import events
+from queuing_system.console import REDIS_DOWN, backoff, not_connected, say, sigterm_as_interrupt
+from queuing_system.jobs import enqueue, job_queue, queue_connection
+from queuing_system.keys import AVAILABLE_SEATS, SEAT_QUEUE
+from queuing_system.settings import connect, url_of
+from queuing_system.web import DEFAULT_PORT, json_app, serve
+from queuing_system.worker import BackgroundProcessing, configure_logging
+
+INITIAL_SEATS = 50
+
+# Take one seat, atomically: however many workers run, seats never go below 0.
+# KEYS[1]: available_seats (missing counts as 0)
+# Returns the seats left after taking one, or -1 when none was left.
+TAKE_ONE_SEAT = """
+local seats = tonumber(redis.call('GET', KEYS[1]) or '0')
+if seats <= 0 then
+  return -1
+end
+return redis.call('DECR', KEYS[1])
+"""
+
+
+class NoSeatsLeftError(Exception):
+    pass
+
+
+def reserve_seat(client: redis.Redis, number: int) -> None:
+    """The curriculum's reserveSeat: set the number of available seats."""
+    client.set(AVAILABLE_SEATS, number)
+
+
+def get_current_available_seats(client: redis.Redis) -> str | None:
+    return client.get(AVAILABLE_SEATS)
+
+
+def reservations_enabled(client: redis.Redis) -> bool:
+    """Derived from Redis, so every server process agrees (the original kept a process global)."""
+    return int(get_current_available_seats(client) or 0) > 0
+
+
+# -- the job and what the server prints as each one ends (run by the worker thread) ----------
+
+
+def take_one_seat() -> int:
+    job = get_current_job()
+    seats_left = job.connection.register_script(TAKE_ONE_SEAT)(keys=[AVAILABLE_SEATS])
+    if seats_left < 0:
+        raise NoSeatsLeftError("Not enough seats available")
+    return seats_left
+
+
+def seat_job_completed(job: Job, connection: redis.Redis, result: Any, *args: Any, **kwargs: Any) -> None:
+    say(f"Seat reservation job {job.id} completed")
+    events.on_success(job, connection, result)
+
+
+def seat_job_failed(job: Job, connection: redis.Redis, exc_type: type, exc_value: BaseException, *args: Any) -> None:
+    say(f"Seat reservation job {job.id} failed: {exc_value or events.ABANDONED_MESSAGE}")
+    events.on_failure(job, connection, exc_type, exc_value)
+
+
+# -- the API ---------------------------------------------------------------------------------
+
+
+def initialise_seats(client: redis.Redis, reset: bool) -> None:
+    """50 seats on first start (or with --reset); a restart keeps what was sold. Waits for Redis."""
+    for delay in backoff():
+        try:
+            if reset:
+                reserve_seat(client, INITIAL_SEATS)
+            else:
+                client.set(AVAILABLE_SEATS, INITIAL_SEATS, nx=True)
+            return
+        except REDIS_DOWN as error:
+            not_connected(error)
+            time.sleep(delay)
+
+
+def create_app(client: redis.Redis | None = None, *, reset: bool = False, verbose: bool = False) -> Flask:
+    """The seat API on `client` (default: a client for REDIS_URL)."""
+    client = client or connect()
+    url = url_of(client)
+    initialise_seats(client, reset)
+    queue = job_queue(SEAT_QUEUE, queue_connection(url))
+    processing = BackgroundProcessing([SEAT_QUEUE], url=url)
+    atexit.register(processing.stop)  # a server stopped any other way still finishes the job in hand
+    configure_logging(verbose)
+    app = json_app(__name__)
+    app.extensions["seat_processing"] = processing
+
+    @app.get("/available_seats")
+    def available_seats():
+        return jsonify({"numberOfAvailableSeats": get_current_available_seats(client)})
+
+    @app.get("/reserve_seat")
+    def reserve():
+        if not reservations_enabled(client):
+            return jsonify({"status": "Reservation are blocked"})
+        try:
+            enqueue(queue, "100_seat.take_one_seat",
+                    on_success="100_seat.seat_job_completed", on_failure="100_seat.seat_job_failed")
+        except REDIS_DOWN as error:
+            not_connected(error)
+            return jsonify({"status": "Reservation failed"})
+        return jsonify({"status": "Reservation in process"})
+
+    @app.get("/process")
+    def process():
+        processing.start()  # once per process; more workers would still be safe (atomic seat taking)
+        return jsonify({"status": "Queue processing"})
+
+    return app
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="The seat reservation API (Flask development server).")
+    parser.add_argument("--reset", action="store_true", help="start again from 50 available seats")
+    parser.add_argument("--verbose", action="store_true", help="log every request and RQ's worker log")
+    args = parser.parse_args()
+    sigterm_as_interrupt()
+    host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", DEFAULT_PORT))
+    try:
+        seat_app = create_app(reset=args.reset, verbose=args.verbose)
+        code = serve(seat_app, host, port, verbose=args.verbose)
+        seat_app.extensions["seat_processing"].stop()  # finish the job in hand; queued jobs stay queued
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
