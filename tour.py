@@ -22,7 +22,8 @@ from importlib import import_module
 
 import redis
 
-from queuing_system.embedded import EmbeddedRedis
+from queuing_system.embedded import EmbeddedRedis, free_port
+from queuing_system.http_requests import request_raw
 from queuing_system.keys import SCHOOL_CHANNEL
 from queuing_system.processes import ScriptProcess
 
@@ -30,6 +31,12 @@ JOBS_7 = import_module("7_job_creator").JOBS
 BLACKLISTED_7 = import_module("7_job_processor").BLACKLISTED_NUMBERS
 
 CONNECTED = "Redis client connected to the server"
+STOCK_LIST = (
+    '[{"itemId":1,"itemName":"Suitcase 250","price":50,"initialAvailableQuantity":4},'
+    '{"itemId":2,"itemName":"Suitcase 450","price":100,"initialAvailableQuantity":10},'
+    '{"itemId":3,"itemName":"Suitcase 650","price":350,"initialAvailableQuantity":2},'
+    '{"itemId":4,"itemName":"Suitcase 1050","price":550,"initialAvailableQuantity":5}]'
+)
 SCHOOLS = "{'Portland': '50', 'Seattle': '80', 'New York': '20', 'Bogota': '20', 'Cali': '40', 'Paris': '2'}"
 
 
@@ -50,6 +57,7 @@ class Screen:
     """Prints the tour; bold headings only on a terminal, safe from several reader threads."""
 
     def __init__(self) -> None:
+        self.quiet_labels: set[str] = set()  # processes whose lines are kept but not shown
         self._lock = threading.Lock()
         self._bold = sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
 
@@ -62,7 +70,11 @@ class Screen:
         self.line(f"\033[1m{text}\033[0m" if self._bold else text)
 
     def labelled(self, label: str) -> Callable[[str], None]:
-        return lambda text: self.line(f"    [{label}] {text}" if label else f"    {text}")
+        def show(text: str) -> None:
+            if label not in self.quiet_labels:
+                self.line(f"    [{label}] {text}" if label else f"    {text}")
+
+        return show
 
 
 class Tour:
@@ -209,6 +221,64 @@ def task_8(tour: Tour) -> str:
     return summary.split(" in ")[0] + " (fakeredis)"
 
 
+def curl(tour: Tour, port: int, path: str, expected: str | None = None, show: bool = True) -> str:
+    """GET `path` like `curl localhost:<port><path>`, show the answer, check it if `expected`."""
+    status, _, body = request_raw(port, path)
+    if show:
+        tour.screen.line(f"  $ curl localhost:{port}{path}")
+        tour.screen.line(f"    {body}")
+    if status != 200 or (expected is not None and body != expected):
+        raise Mismatch(f"GET {path}: expected {expected!r}, got HTTP {status} {body!r}")
+    return body
+
+
+def task_9(tour: Tour) -> str:
+    port = free_port()
+    with tour.start("9_stock.py", label="server", env={"PORT": str(port)}) as server:
+        server.wait_for_line(f"API available on localhost port {port}")
+        product = '{"itemId":1,"itemName":"Suitcase 250","price":50,"initialAvailableQuantity":4'
+        curl(tour, port, "/list_products", STOCK_LIST)
+        curl(tour, port, "/list_products/1", product + ',"currentQuantity":4}')
+        curl(tour, port, "/list_products/12", '{"status":"Product not found"}')
+        for _ in range(4):
+            curl(tour, port, "/reserve_product/1", '{"status":"Reservation confirmed","itemId":1}')
+        curl(tour, port, "/reserve_product/1", '{"status":"Not enough stock available","itemId":1}')
+        curl(tour, port, "/list_products/1", product + ',"currentQuantity":0}')
+        server.signal(signal.SIGINT)
+        server.wait(20)
+    tour.expect("9_stock.py", server.lines, [f"API available on localhost port {port}"])
+    return "bodies; 4 of 4 units, no more"
+
+
+def task_100(tour: Tour) -> str:
+    port = free_port()
+    with tour.start("100_seat.py", label="server", env={"PORT": str(port)}) as server:
+        server.wait_for_line(f"API available on localhost port {port}")
+        curl(tour, port, "/available_seats", '{"numberOfAvailableSeats":"50"}')
+        for _ in range(3):
+            curl(tour, port, "/reserve_seat", '{"status":"Reservation in process"}')
+        curl(tour, port, "/process", '{"status":"Queue processing"}')
+        server.wait_until(lambda: len(server.lines) == 4, what="three jobs to end")
+        curl(tour, port, "/available_seats", '{"numberOfAvailableSeats":"47"}')
+        tour.screen.line("  (47 more reservations drain the seats; their job lines are not shown)")
+        server_lines_before = len(server.lines)
+        tour.screen.quiet_labels.add("server")
+        for _ in range(47):
+            curl(tour, port, "/reserve_seat", '{"status":"Reservation in process"}', show=False)
+        server.wait_until(lambda: len(server.lines) == server_lines_before + 47, what="47 more jobs to end")
+        tour.screen.quiet_labels.discard("server")
+        curl(tour, port, "/available_seats", '{"numberOfAvailableSeats":"0"}')
+        curl(tour, port, "/reserve_seat", '{"status":"Reservation are blocked"}')
+        server.signal(signal.SIGINT)
+        server.wait(20)
+    job_ids = [line.split()[3] for line in server.lines[1:]]
+    tour.expect("100_seat.py", server.lines,
+                [f"API available on localhost port {port}"] + [f"Seat reservation job {i} completed" for i in job_ids])
+    if len(job_ids) != 50:
+        raise Mismatch(f"100_seat.py: {len(job_ids)} jobs completed, expected 50")
+    return "50 seats sold, then blocked"
+
+
 @dataclass
 class Task:
     key: str
@@ -226,6 +296,8 @@ TASKS = [
     Task("6", "6_job_creator.py + 6_job_processor.py", "a job queue: create a job, process it", task_6),
     Task("7", "7_job_creator.py + 7_job_processor.py", "progress, failures, two jobs at a time", task_7),
     Task("8", "8_job.py + tests/test_8_job.py", "job creation under test (Kue's test mode)", task_8),
+    Task("9", "9_stock.py", "an HTTP API on Redis: atomic stock reservations", task_9),
+    Task("100", "100_seat.py", "reservations through a queue, processed in the background", task_100),
 ]
 
 

@@ -16,8 +16,8 @@ import redis
 from bench.common import bench_redis
 from bench.http_load import load
 from queuing_system.embedded import free_port
+from queuing_system.http_requests import wait_until_serving
 from queuing_system.processes import ScriptProcess
-from tests.http_requests import wait_until_serving
 
 EXPRESS = {"/list_products": 12_500, "/list_products/1": 11_000}  # measured on the original (README)
 

@@ -8,8 +8,8 @@ from importlib import import_module
 import pytest
 
 from queuing_system.embedded import free_port
+from queuing_system.http_requests import request
 from queuing_system.processes import ScriptProcess
-from tests.http_requests import request
 
 seat = import_module("100_seat")
 

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from queuing_system.embedded import free_port
+from queuing_system.http_requests import request, wait_until_serving
 from queuing_system.processes import ScriptProcess
-from tests.http_requests import request, wait_until_serving
 
 stock = import_module("9_stock")
 
