@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from queuing_system.console import say
+from queuing_system.jobs import queues_by_priority
 from queuing_system.keys import QUEUE_6
 from queuing_system.notifications import validate_notification
 from queuing_system.worker import run_processor
@@ -27,4 +28,4 @@ def process_job(data: dict) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Process push_notification_code jobs.")
     parser.add_argument("--verbose", action="store_true", help="show RQ's worker log")
-    sys.exit(run_processor([QUEUE_6], verbose=parser.parse_args().verbose))
+    sys.exit(run_processor(queues_by_priority(QUEUE_6), verbose=parser.parse_args().verbose))

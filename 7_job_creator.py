@@ -2,16 +2,21 @@
 
 Teaches: one creator, many jobs, and the events each job sends back.
 Run:     python 7_job_processor.py in one terminal, python 7_job_creator.py in another
+         Options beyond the curriculum: --jobs-file FILE (a JSON array), --attempts N, --delay S, --priority
 Prints:  Notification job created: <id>                 for each of the 11 jobs
          Notification job <id> <n>% complete           as a processor reports progress
          Notification job <id> completed | failed: <error>
 """
 
+import argparse
+import json
+import sys
+
 from queuing_system.console import run_once, say
 from queuing_system.events import JobEvents
-from queuing_system.jobs import enqueue, job_queue, queue_connection
+from queuing_system.jobs import JobSettings, add_job_options, enqueue, job_queue, job_settings, queue_connection
 from queuing_system.keys import PROCESS_7, QUEUE_7
-from queuing_system.notifications import follow_notification_job
+from queuing_system.notifications import first_invalid, follow_notification_job
 
 JOBS = [
     {"phoneNumber": "4153518780", "message": "This is the code 1234 to verify your account"},
@@ -28,20 +33,45 @@ JOBS = [
 ]
 
 
-def main() -> None:
+def create_jobs(jobs: list[dict], settings: JobSettings) -> None:
     connection = queue_connection()
     connection.ping()
     queue = job_queue(QUEUE_7, connection)
 
+    # Listen first, then enqueue: no event can slip by.
     with JobEvents(connection, serializer=queue.serializer) as events:
         job_ids = []
-        for data in JOBS:
-            job = enqueue(queue, PROCESS_7, data)
+        for data in jobs:
+            job = enqueue(queue, PROCESS_7, data, settings)
             say(f"Notification job created: {job.id}")
             follow_notification_job(events, job.id)
             job_ids.append(job.id)
         events.wait_until_ended(job_ids)
 
 
+def load_jobs(path: str) -> list:
+    try:
+        with open(path, encoding="utf-8") as file:
+            jobs = json.load(file)
+    except (OSError, ValueError) as error:
+        sys.exit(f"Cannot read jobs from {path}: {error}")
+    if not isinstance(jobs, list):
+        sys.exit(f"Cannot read jobs from {path}: expected a JSON array of jobs")
+    return jobs
+
+
 if __name__ == "__main__":
-    run_once(main, interrupted_exit=0)
+    parser = argparse.ArgumentParser(description="Create push_notification_code_2 jobs (the curriculum's 11).")
+    parser.add_argument("--jobs-file", help="a JSON array of {phoneNumber, message} instead of the 11")
+    add_job_options(parser)
+    args = parser.parse_args()
+    settings = job_settings(args, parser)
+    jobs = load_jobs(args.jobs_file) if args.jobs_file else JOBS
+
+    # Bad data is refused here, before anything is enqueued.
+    problem = first_invalid(jobs)
+    if problem:
+        print(problem, file=sys.stderr)
+        sys.exit(2)
+
+    run_once(lambda: create_jobs(jobs, settings), interrupted_exit=0)

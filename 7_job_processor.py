@@ -13,6 +13,7 @@ from rq.job import Job
 
 from queuing_system.console import say
 from queuing_system.events import report_progress
+from queuing_system.jobs import no_retry, queues_by_priority
 from queuing_system.keys import QUEUE_7
 from queuing_system.notifications import simulate_sending, validate_notification
 from queuing_system.worker import run_processor
@@ -27,7 +28,7 @@ class BlacklistedNumberError(Exception):
 def send_notification(phone_number: str, message: str, job: Job) -> None:
     report_progress(job, 0)
     if phone_number in BLACKLISTED_NUMBERS:
-        raise BlacklistedNumberError(f"Phone number {phone_number} is blacklisted")
+        raise no_retry(BlacklistedNumberError(f"Phone number {phone_number} is blacklisted"))
     report_progress(job, 50)
     simulate_sending()
     say(f"Sending notification to {phone_number}, with message: {message}")
@@ -42,4 +43,4 @@ def process_job(data: dict) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Process push_notification_code_2 jobs, two at a time.")
     parser.add_argument("--verbose", action="store_true", help="show RQ's worker log")
-    sys.exit(run_processor([QUEUE_7], concurrency=2, verbose=parser.parse_args().verbose))
+    sys.exit(run_processor(queues_by_priority(QUEUE_7), concurrency=2, verbose=parser.parse_args().verbose))

@@ -28,6 +28,7 @@ from queuing_system.keys import JOB_EVENTS_CHANNEL
 class JobEvent(str, Enum):
     PROGRESS = "progress"
     COMPLETED = "completed"
+    FAILED_ATTEMPT = "failed attempt"  # failed, but will be tried again
     FAILED = "failed"
 
 
@@ -55,11 +56,13 @@ def on_success(job: Job, connection: redis.Redis, result: Any, *args: Any, **kwa
 
 
 def on_failure(job: Job, connection: redis.Redis, exc_type: type, exc_value: BaseException, *args: Any) -> None:
-    """RQ failure callback (also run for jobs abandoned by a dead worker): Kue's `failed` event."""
+    """RQ failure callback, run on every failed attempt (and for jobs abandoned by a dead worker):
+    Kue's `failed attempt` while attempts remain, then `failed`."""
     message = str(exc_value) or (ABANDONED_MESSAGE if exc_type.__name__ == "AbandonedJobError" else exc_type.__name__)
     job.meta["error"] = message  # for a creator that reconnects and missed the event
     job.save_meta()
-    publish_event(connection, job.id, JobEvent.FAILED, message)
+    event = JobEvent.FAILED_ATTEMPT if job.should_retry else JobEvent.FAILED
+    publish_event(connection, job.id, event, message)
 
 
 # -- creator side --------------------------------------------------------------------------

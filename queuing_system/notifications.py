@@ -32,10 +32,21 @@ def validate_notification(data: Any) -> tuple[str, str]:
     return data["phoneNumber"], data["message"]
 
 
+def first_invalid(jobs: list[Any]) -> str | None:
+    """The one-line complaint about the first invalid job of `jobs`, or None when all are valid."""
+    for number, data in enumerate(jobs, start=1):
+        try:
+            validate_notification(data)
+        except JobDataError as error:
+            return f"job {number}: {error}" if len(jobs) > 1 else str(error)
+    return None
+
+
 def follow_notification_job(events: JobEvents, job_id: str) -> None:
     """Print task 7's line for each event of job `job_id` as it arrives (Kue's job.on(...))."""
     events.on(job_id, JobEvent.PROGRESS, lambda percent: say(f"Notification job {job_id} {percent}% complete"))
     events.on(job_id, JobEvent.COMPLETED, lambda _: say(f"Notification job {job_id} completed"))
+    events.on(job_id, JobEvent.FAILED_ATTEMPT, lambda error: say(f"Notification job {job_id} failed attempt: {error}"))
     events.on(job_id, JobEvent.FAILED, lambda error: say(f"Notification job {job_id} failed: {error}"))
 
 

@@ -21,6 +21,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
+from types import FrameType
 
 from redis.client import Pipeline
 from rq import SimpleWorker
@@ -28,6 +30,8 @@ from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
+from rq.utils import now
+from rq.worker.base import WorkerStatus
 
 from queuing_system.console import REDIS_DOWN, backoff, not_connected, sigterm_as_interrupt
 from queuing_system.jobs import job_queue, queue_connection
@@ -47,6 +51,10 @@ class WorkerSettings:
     heartbeat_grace: int = field(default_factory=lambda: _env_int("QUEUING_HEARTBEAT_GRACE", 5))
 
 
+class ProcessorStoppedError(Exception):
+    """Raised inside the job in hand when its processor is stopped a second time."""
+
+
 class LessonWorker(SimpleWorker):
     """RQ's non-forking worker with a prompt dead-worker deadline.
 
@@ -60,6 +68,18 @@ class LessonWorker(SimpleWorker):
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         timeout = job.timeout if job.timeout and job.timeout > 0 else 180
         return int(timeout) + self.heartbeat_grace
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        """A second Ctrl+C/SIGTERM: hand the job in hand back instead of leaving it 'started'.
+
+        The job runs in this very process, so raising here fails it at once, with a
+        clear message; RQ then retries it if it has attempts left. Idle: just leave.
+        """
+        if self._shutdown_requested_date and now() - self._shutdown_requested_date < timedelta(seconds=1):
+            return  # the same Ctrl+C reaching us twice (terminal and parent): RQ ignores it too
+        if self.get_state() == WorkerStatus.BUSY:
+            raise ProcessorStoppedError("Processor stopped before the job finished")
+        raise SystemExit(0)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         """RQ's heartbeat, sent as one round trip instead of three (it runs several times per job)."""
@@ -122,6 +142,7 @@ def work(
     worker_class: type[LessonWorker] | None = None,
     started: Callable[[LessonWorker], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    with_scheduler: bool = False,
 ) -> None:
     """One worker, until stopped (or, with `burst`, until the queues are empty).
 
@@ -145,7 +166,8 @@ def work(
         worker.heartbeat_grace = settings.heartbeat_grace
         if started:
             started(worker)
-        worker.work(burst=burst, logging_level=None)
+        # The scheduler (one per Redis, by lock) moves delayed jobs and retries with backoff to their queue.
+        worker.work(burst=burst, logging_level=None, with_scheduler=with_scheduler)
         # RQ returns on a stop request, after a burst, or when Redis broke under it.
         stopping = burst or worker._stop_requested or worker._shutdown_requested_date is not None
         connection.close()
@@ -218,7 +240,7 @@ class BackgroundProcessing:
 def _child(queue_names: Sequence[str], url: str | None, burst: bool, verbose: bool) -> None:
     configure_logging(verbose)
     with contextlib.suppress(KeyboardInterrupt):  # stopping is the normal way out
-        work(queue_names, url=url, burst=burst)
+        work(queue_names, url=url, burst=burst, with_scheduler=True)
 
 
 def run_processor(queue_names: Sequence[str], *, concurrency: int = 1, burst: bool = False,
@@ -228,7 +250,7 @@ def run_processor(queue_names: Sequence[str], *, concurrency: int = 1, burst: bo
     sigterm_as_interrupt()
     if concurrency == 1:
         with contextlib.suppress(KeyboardInterrupt):
-            work(queue_names, url=url, burst=burst)
+            work(queue_names, url=url, burst=burst, with_scheduler=True)
         return 0
 
     context = multiprocessing.get_context("fork")
