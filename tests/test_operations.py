@@ -257,7 +257,8 @@ def test_a_second_signal_hands_the_job_back(redis_url, rq_connection, r, attempt
 @pytest.mark.parametrize(
     ("script", "args", "error"),
     [
-        ("6_job_creator.py", ["--phone-number", ""], "Invalid job data: phoneNumber must be a non-empty string, got ''"),
+        ("6_job_creator.py", ["--phone-number", ""],
+         "Invalid job data: phoneNumber must be a non-empty string, got ''"),
         ("6_job_creator.py", ["--message", "  "], "Invalid job data: message must be a non-empty string, got '  '"),
         ("6_job_creator.py", ["--attempts", "0"], "6_job_creator.py: error: --attempts must be at least 1"),
     ],
