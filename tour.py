@@ -22,6 +22,7 @@ from importlib import import_module
 
 import redis
 
+from queuing_system.console import sigterm_as_interrupt
 from queuing_system.embedded import EmbeddedRedis, free_port
 from queuing_system.http_requests import request_raw
 from queuing_system.keys import SCHOOL_CHANNEL
@@ -339,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [key for key in args.tasks if key not in known]
     if unknown:
         parser.error(f"unknown task {', '.join(unknown)}; choose from {', '.join(sorted(known, key=int))}")
+    sigterm_as_interrupt()  # Ctrl+C or SIGTERM: every child and the embedded Redis are stopped on the way out
     screen = Screen()
     outcomes = run_tour(args.tasks, screen)
     print_summary(outcomes, screen)
