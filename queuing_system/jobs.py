@@ -13,7 +13,6 @@ Kue's options, the RQ way:
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -27,11 +26,7 @@ from rq.serializers import JSONSerializer
 
 from queuing_system.events import on_failure, on_success
 from queuing_system.keys import JOB_ID_COUNTER
-from queuing_system.settings import connect
-
-
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name) or default)
+from queuing_system.settings import connect, env_int
 
 
 class Priority(str, Enum):
@@ -54,9 +49,9 @@ def queues_by_priority(name: str) -> list[str]:
 class JobSettings:
     """Kue's job options. The defaults reproduce the curriculum exactly (one attempt, no delay)."""
 
-    timeout: int = field(default_factory=lambda: _env_int("QUEUING_JOB_TIMEOUT", 30))  # Kue's ttl
+    timeout: int = field(default_factory=lambda: env_int("QUEUING_JOB_TIMEOUT", 30))  # Kue's ttl
     attempts: int = 1
-    backoff: int = field(default_factory=lambda: _env_int("QUEUING_RETRY_BACKOFF", 1))  # first retry after, s
+    backoff: int = field(default_factory=lambda: env_int("QUEUING_RETRY_BACKOFF", 1))  # first retry after, s
     delay: int = 0
     priority: Priority = Priority.NORMAL
     result_ttl: int = 24 * 3600  # finished jobs stay inspectable for a day

@@ -14,6 +14,11 @@ from redis.retry import Retry
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+def env_int(name: str, default: int) -> int:
+    """An integer setting from the environment (unset or empty: `default`)."""
+    return int(os.environ.get(name) or default)
+
+
 def redis_url(env: Mapping[str, str] | None = None) -> str:
     """`REDIS_URL`; else the seed's `REDIS_HOST`/`REDIS_PORT`/`REDIS_PASSWORD`; else the default."""
     env = os.environ if env is None else env

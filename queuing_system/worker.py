@@ -35,20 +35,17 @@ from rq.worker.base import WorkerStatus
 
 from queuing_system.console import REDIS_DOWN, backoff, not_connected, sigterm_as_interrupt
 from queuing_system.jobs import job_queue, queue_connection
-
-
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name) or default)
+from queuing_system.settings import env_int
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
     # How long a blocking dequeue waits before the worker looks around (heartbeat, sweep).
-    dequeue_timeout: int = field(default_factory=lambda: _env_int("QUEUING_DEQUEUE_TIMEOUT", 5))
+    dequeue_timeout: int = field(default_factory=lambda: env_int("QUEUING_DEQUEUE_TIMEOUT", 5))
     # How often some worker sweeps the queues for jobs whose worker died.
-    maintenance_interval: int = field(default_factory=lambda: _env_int("QUEUING_MAINTENANCE_INTERVAL", 5))
+    maintenance_interval: int = field(default_factory=lambda: env_int("QUEUING_MAINTENANCE_INTERVAL", 5))
     # How long after a job's timeout its silent worker is presumed dead.
-    heartbeat_grace: int = field(default_factory=lambda: _env_int("QUEUING_HEARTBEAT_GRACE", 5))
+    heartbeat_grace: int = field(default_factory=lambda: env_int("QUEUING_HEARTBEAT_GRACE", 5))
 
 
 class ProcessorStoppedError(Exception):

@@ -52,3 +52,13 @@ def own_redis() -> Iterator[EmbeddedRedis]:
     """A private server a test may stop and restart (same port) to play 'Redis went away'."""
     with EmbeddedRedis() as server:
         yield server
+
+
+@pytest.fixture
+def rq_connection(redis_url: str) -> Iterator[redis.Redis]:
+    """A client RQ can use (bytes, no decoding) on the clean test database."""
+    from queuing_system.jobs import queue_connection
+
+    connection = queue_connection(redis_url)
+    yield connection
+    connection.close()

@@ -1,45 +1,29 @@
 """Tasks 6 and 7 end to end on the real throwaway Redis: creators and processors as processes."""
 
 import signal
-import time
 from collections import Counter
 from importlib import import_module
 
 import pytest
-import redis
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from queuing_system.events import ABANDONED_MESSAGE, JobEvent, JobEvents
-from queuing_system.jobs import JobSettings, enqueue, job_queue, queue_connection
+from queuing_system.jobs import JobSettings, enqueue, job_queue
 from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.processes import ScriptProcess
+from tests.job_helpers import FAST, eventually, fetch
 from tests.jobs_for_tests import STARTED_KEY
 
 JOBS_7 = import_module("7_job_creator").JOBS
 BLACKLISTED = {"4153518780", "4153518781"}
 SENDING_6 = "Sending notification to 4153518780, with message: This is the code to verify your account"
-# Fast sweeps for abandoned jobs, so tests need not wait RQ's minutes.
-FAST = {"QUEUING_DEQUEUE_TIMEOUT": "1", "QUEUING_MAINTENANCE_INTERVAL": "1", "QUEUING_HEARTBEAT_GRACE": "1"}
 
 
-@pytest.fixture
-def rq_connection(redis_url):
-    connection = queue_connection(redis_url)
-    yield connection
-    connection.close()
 
 
-def eventually(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.01)
 
-
-def fetch(connection: redis.Redis, job_id: str) -> Job:
-    return Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
 
 
 def test_6_two_creators_then_the_processor(redis_url) -> None:
