@@ -6,6 +6,7 @@ import signal
 import time
 
 import pytest
+from rq import Worker
 from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
@@ -14,7 +15,7 @@ from queuing_system.events import JobEvent, JobEvents
 from queuing_system.jobs import JobSettings, Priority, enqueue, job_queue
 from queuing_system.keys import PROCESS_6, QUEUE_6, QUEUE_7
 from queuing_system.processes import ScriptProcess, run_script
-from tests.job_helpers import FAST, fetch
+from tests.job_helpers import FAST, eventually, fetch
 from tests.jobs_for_tests import STARTED_KEY
 
 # -- 1. attempts with exponential backoff, delays, priorities ------------------------------------
@@ -191,6 +192,7 @@ def test_three_processors_process_300_jobs_exactly_once(redis_url, rq_connection
     queue = job_queue(QUEUE_6, rq_connection)
     processors = [ScriptProcess("6_job_processor.py", env=FAST) for _ in range(3)]
     try:
+        eventually(lambda: Worker.count(connection=rq_connection) == 3)  # all three listening first
         with JobEvents(rq_connection, serializer=JSONSerializer) as events:
             jobs = [enqueue(queue, PROCESS_6, {"phoneNumber": f"{n:010d}", "message": "hi"}) for n in range(300)]
             events.wait_until_ended([job.id for job in jobs])
