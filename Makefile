@@ -29,7 +29,7 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 
 coverage: $(STAMP)
-	$(PY) -m pytest --cov=queuing_system --cov=. --cov-report=term-missing
+	$(PY) -m pytest --cov --cov-report=term-missing
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov
