@@ -14,8 +14,14 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 
 def say(line: object) -> None:
-    """`console.log`: one line on stdout, flushed (a learner watches two terminals)."""
-    print(line, flush=True)
+    """`console.log`: one line on stdout, flushed (a learner watches two terminals).
+
+    Line and newline go out in one write: processes sharing a terminal or pipe
+    (task 7's two workers) then never splice their lines together; `print()`
+    may write the text and the newline separately.
+    """
+    sys.stdout.write(f"{line}\n")
+    sys.stdout.flush()
 
 
 def connected() -> None:
