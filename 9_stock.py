@@ -15,6 +15,7 @@ import sys
 import redis
 from flask import Flask, jsonify
 
+from queuing_system.console import sigterm_as_interrupt
 from queuing_system.keys import STOCK_RESERVED
 from queuing_system.settings import connect
 from queuing_system.web import DEFAULT_PORT, json_app, parse_id, serve
@@ -88,8 +89,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="The stock API (Flask development server).")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args()
-    from queuing_system.console import sigterm_as_interrupt
-
     sigterm_as_interrupt()
     host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", DEFAULT_PORT))
     sys.exit(serve(create_app(), host, port, verbose=args.verbose))

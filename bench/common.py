@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Sequence
 
 from queuing_system.embedded import EmbeddedRedis
@@ -11,9 +12,12 @@ from queuing_system.embedded import EmbeddedRedis
 
 @contextlib.contextmanager
 def bench_redis() -> Iterator[str]:
-    """BENCH_REDIS_URL if given (a server you chose to load), else a private embedded one."""
-    if os.environ.get("BENCH_REDIS_URL"):
-        yield os.environ["BENCH_REDIS_URL"]
+    """REDIS_URL if set (a server you chose to load: the bench overwrites the lessons' keys
+    there — item.1, item.2, available_seats, its own queues), else a private embedded one."""
+    if os.environ.get("REDIS_URL"):
+        print(f"(benchmarking against REDIS_URL={os.environ['REDIS_URL']}; it overwrites the lessons' keys there)",
+              file=sys.stderr, flush=True)
+        yield os.environ["REDIS_URL"]
         return
     with EmbeddedRedis() as server:
         yield server.url

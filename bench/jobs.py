@@ -3,7 +3,7 @@
 Run:  .venv/bin/python -m bench.jobs [--jobs 2000]
 Reports, for RQ's forking worker and the non-forking one the processors use:
 enqueue jobs/s, processed jobs/s (first start -> last finish), p50/p99 enqueue->finish latency.
-Uses a private embedded Redis unless BENCH_REDIS_URL is set (its queues are emptied first).
+Uses a private embedded Redis unless REDIS_URL is set (its queues are emptied first).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """End-to-end seat reservations: request -> job completed, reservations/s and p50/p99 latency.
 
 Run:  .venv/bin/python -m bench.seat [--reservations 2000]
-Loopback only, bounded. A private embedded Redis per server unless BENCH_REDIS_URL is set.
+Loopback only, bounded. A private embedded Redis per server unless REDIS_URL is set.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Run:  .venv/bin/python -m bench.stock [--seconds 10]
 Loopback only, bounded in time. Uses wrk (Debian package `wrk`) when present, else a Python generator.
-Each server gets a private embedded Redis unless BENCH_REDIS_URL is set.
+Each server gets a private embedded Redis unless REDIS_URL is set.
 """
 
 from __future__ import annotations
