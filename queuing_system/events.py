@@ -102,9 +102,6 @@ class JobEvents:
     def on(self, job_id: str, event: JobEvent, handler: Handler) -> None:
         self._handlers.setdefault((job_id, event), []).append(handler)
 
-    def ended(self, job_id: str) -> bool:
-        return job_id in self._ended
-
     def dispatch(self, job_id: str, event: JobEvent, value: Any = None) -> None:
         if job_id in self._ended:
             return  # an end state is final; a repeat (e.g. from a catch-up) is ignored
