@@ -49,7 +49,7 @@ def queues_by_priority(name: str) -> list[str]:
 class JobSettings:
     """Kue's job options. The defaults reproduce the curriculum exactly (one attempt, no delay)."""
 
-    timeout: int = field(default_factory=lambda: env_int("QUEUING_JOB_TIMEOUT", 30))  # Kue's ttl
+    timeout: int = field(default_factory=lambda: env_int("QUEUING_JOB_TIMEOUT", 20))  # Kue's ttl
     attempts: int = 1
     backoff: int = field(default_factory=lambda: env_int("QUEUING_RETRY_BACKOFF", 1))  # first retry after, s
     delay: int = 0
