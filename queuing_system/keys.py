@@ -22,7 +22,6 @@ STOCK_RESERVED = "item.{item_id}"
 
 # Task 100.
 AVAILABLE_SEATS = "available_seats"
-SEAT_PROCESSING = "queuing:seat_processing"
 
 # The functions RQ runs for each queue's jobs (dotted paths the processors import).
 PROCESS_6 = "6_job_processor.process_job"

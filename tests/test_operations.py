@@ -21,12 +21,18 @@ from tests.jobs_for_tests import STARTED_KEY
 # -- 1. attempts with exponential backoff, delays, priorities ------------------------------------
 
 
-def test_a_transient_failure_is_retried_with_exponential_backoff(redis_url, r) -> None:
-    env = {**FAST, "QUEUING_RETRY_BACKOFF": "2"}  # retries after 2 s, then 4 s
+def create_against_flaky_gateway(attempts: int, env: dict[str, str]) -> tuple[ScriptProcess, ScriptProcess]:
+    """Run 6_job_creator.py --attempts N while tests/failing_processor.py processes; return both, ended."""
     with ScriptProcess("tests/failing_processor.py", env=env) as processor:
-        with ScriptProcess("6_job_creator.py", ["--attempts", "3"], env=env) as creator:
+        with ScriptProcess("6_job_creator.py", ["--attempts", str(attempts)], env=env) as creator:
             assert creator.wait(30) == 0
         processor.stop()
+    return processor, creator
+
+
+def test_a_transient_failure_is_retried_with_exponential_backoff(redis_url, r) -> None:
+    env = {**FAST, "QUEUING_RETRY_BACKOFF": "2"}  # retries after 2 s, then 4 s
+    processor, creator = create_against_flaky_gateway(3, env)
     assert creator.lines == [
         "Notification job created: 1",
         "Notification job 1 failed attempt: SMS gateway unreachable",
@@ -41,11 +47,7 @@ def test_a_transient_failure_is_retried_with_exponential_backoff(redis_url, r) -
 
 
 def test_a_transient_failure_that_heals_completes(redis_url) -> None:
-    env = {**FAST, "GATEWAY_FAILURES": "1"}
-    with ScriptProcess("tests/failing_processor.py", env=env) as processor:
-        with ScriptProcess("6_job_creator.py", ["--attempts", "2"], env=env) as creator:
-            assert creator.wait(30) == 0
-        processor.stop()
+    _, creator = create_against_flaky_gateway(2, {**FAST, "GATEWAY_FAILURES": "1"})
     assert creator.lines == [
         "Notification job created: 1",
         "Notification job 1 failed attempt: SMS gateway unreachable",
