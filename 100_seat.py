@@ -30,16 +30,36 @@ from queuing_system.web import DEFAULT_PORT, json_app, serve
 from queuing_system.worker import BackgroundProcessing, configure_logging
 
 INITIAL_SEATS = 50
+TAKE_SEAT_JOB = "100_seat.take_one_seat"
+SEAT_JOB_COMPLETED = "100_seat.seat_job_completed"
+SEAT_JOB_FAILED = "100_seat.seat_job_failed"
 
-# Take one seat, atomically: however many workers run, seats never go below 0.
-# KEYS[1]: available_seats (missing counts as 0)
-# Returns the seats left after taking one, or -1 when none was left.
+# Take one seat for a job, atomically: however many workers run, seats never go below 0, and a job
+# that runs again (its processor died mid-job) does not take a second seat.
+# KEYS[1]: available_seats (missing counts as 0)   KEYS[2]: queuing:seat:<job id>, set while the job holds a seat
+# Returns the seats left after taking one (or, for a job that already holds its seat, the seats left),
+# or -1 when none was left.
 TAKE_ONE_SEAT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return tonumber(redis.call('GET', KEYS[1]) or '0')
+end
 local seats = tonumber(redis.call('GET', KEYS[1]) or '0')
 if seats <= 0 then
   return -1
 end
+redis.call('SET', KEYS[2], '1', 'EX', 604800)
 return redis.call('DECR', KEYS[1])
+"""
+
+# Give back the seat of a job that did not complete: a sold seat always has a reservation.
+# KEYS[1]: available_seats   KEYS[2]: queuing:seat:<job id>
+# Returns 1 if a seat was given back, 0 if the job held none.
+GIVE_SEAT_BACK = """
+if redis.call('DEL', KEYS[2]) == 1 and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('INCR', KEYS[1])
+  return 1
+end
+return 0
 """
 
 
@@ -64,9 +84,13 @@ def reservations_enabled(client: redis.Redis) -> bool:
 # -- the job and what the server prints as each one ends (run by the worker thread) ----------
 
 
+def seat_key(job_id: str) -> str:
+    return f"queuing:seat:{job_id}"
+
+
 def take_one_seat() -> int:
     job = get_current_job()
-    seats_left = job.connection.register_script(TAKE_ONE_SEAT)(keys=[AVAILABLE_SEATS])
+    seats_left = job.connection.register_script(TAKE_ONE_SEAT)(keys=[AVAILABLE_SEATS, seat_key(job.id)])
     if seats_left < 0:
         raise NoSeatsLeftError("Not enough seats available")
     return seats_left
@@ -78,7 +102,9 @@ def seat_job_completed(job: Job, connection: redis.Redis, result: Any, *args: An
 
 
 def seat_job_failed(job: Job, connection: redis.Redis, exc_type: type, exc_value: BaseException, *args: Any) -> None:
-    say(f"Seat reservation job {job.id} failed: {exc_value or events.ABANDONED_MESSAGE}")
+    """A job that ended without its reservation (no seat left, or its processor died mid-job)."""
+    connection.register_script(GIVE_SEAT_BACK)(keys=[AVAILABLE_SEATS, seat_key(job.id)])
+    say(f"Seat reservation job {job.id} failed: {events.failure_message(exc_type, exc_value)}")
     events.on_failure(job, connection, exc_type, exc_value)
 
 
@@ -105,7 +131,10 @@ def create_app(client: redis.Redis | None = None, *, reset: bool = False, verbos
     url = url_of(client)
     initialise_seats(client, reset)
     queue = job_queue(SEAT_QUEUE, queue_connection(url))
-    processing = BackgroundProcessing([SEAT_QUEUE], url=url)
+    # Only the seat job runs here; its end is printed by the callbacks below, once it is stored.
+    processing = BackgroundProcessing(SEAT_QUEUE, {TAKE_SEAT_JOB: take_one_seat},
+                                      callbacks={SEAT_JOB_COMPLETED: seat_job_completed,
+                                                 SEAT_JOB_FAILED: seat_job_failed}, url=url)
     atexit.register(processing.stop)  # a server stopped any other way still finishes the job in hand
     configure_logging(verbose)
     app = json_app(__name__)
@@ -120,8 +149,7 @@ def create_app(client: redis.Redis | None = None, *, reset: bool = False, verbos
         if not reservations_enabled(client):
             return jsonify({"status": "Reservation are blocked"})
         try:
-            enqueue(queue, "100_seat.take_one_seat",
-                    on_success="100_seat.seat_job_completed", on_failure="100_seat.seat_job_failed")
+            enqueue(queue, TAKE_SEAT_JOB, on_success=SEAT_JOB_COMPLETED, on_failure=SEAT_JOB_FAILED)
         except REDIS_DOWN as error:
             not_connected(error)
             return jsonify({"status": "Reservation failed"})

@@ -12,7 +12,14 @@ import sys
 
 from queuing_system.console import run_once, say
 from queuing_system.events import JobEvent, JobEvents
-from queuing_system.jobs import JobSettings, add_job_options, enqueue, job_queue, job_settings, queue_connection
+from queuing_system.jobs import (
+    JobSettings,
+    add_job_options,
+    create_or_explain,
+    job_queue,
+    job_settings,
+    queue_connection,
+)
 from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.notifications import first_invalid
 
@@ -29,7 +36,7 @@ def create_job(data: dict, settings: JobSettings) -> None:
 
     # Listen first, then enqueue: no event can slip by.
     with JobEvents(connection, serializer=queue.serializer) as events:
-        job = enqueue(queue, PROCESS_6, data, settings)
+        [job] = create_or_explain(queue, PROCESS_6, [data], settings)
         say(f"Notification job created: {job.id}")
 
         events.on(job.id, JobEvent.COMPLETED, lambda _: say("Notification job completed"))

@@ -7,10 +7,10 @@ Prints:  Sending notification to <phone>, with message: <message>   for each job
 
 import argparse
 import sys
+from typing import Any
 
 from queuing_system.console import say
-from queuing_system.jobs import queues_by_priority
-from queuing_system.keys import QUEUE_6
+from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.notifications import validate_notification
 from queuing_system.worker import run_processor
 
@@ -19,8 +19,8 @@ def send_notification(phone_number: str, message: str) -> None:
     say(f"Sending notification to {phone_number}, with message: {message}")
 
 
-def process_job(data: dict) -> None:
-    """What RQ runs for each job on `push_notification_code` (Kue's `queue.process` handler)."""
+def process_job(data: Any = None) -> None:
+    """What runs for each job on `push_notification_code` (Kue's `queue.process` handler)."""
     phone_number, message = validate_notification(data)
     send_notification(phone_number, message)
 
@@ -28,4 +28,6 @@ def process_job(data: dict) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Process push_notification_code jobs.")
     parser.add_argument("--verbose", action="store_true", help="show RQ's worker log")
-    sys.exit(run_processor(queues_by_priority(QUEUE_6), verbose=parser.parse_args().verbose))
+    args = parser.parse_args()
+    # Only this function runs here: a job naming anything else fails without running.
+    sys.exit(run_processor(QUEUE_6, {PROCESS_6: process_job}, verbose=args.verbose))

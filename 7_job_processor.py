@@ -7,14 +7,15 @@ Prints:  Sending notification to <phone>, with message: <message>   for each num
 
 import argparse
 import sys
+from typing import Any
 
 from rq import get_current_job
 from rq.job import Job
 
 from queuing_system.console import say
 from queuing_system.events import report_progress
-from queuing_system.jobs import no_retry, queues_by_priority
-from queuing_system.keys import QUEUE_7
+from queuing_system.jobs import no_retry
+from queuing_system.keys import PROCESS_7, QUEUE_7
 from queuing_system.notifications import simulate_sending, validate_notification
 from queuing_system.worker import run_processor
 
@@ -34,8 +35,8 @@ def send_notification(phone_number: str, message: str, job: Job) -> None:
     say(f"Sending notification to {phone_number}, with message: {message}")
 
 
-def process_job(data: dict) -> None:
-    """What RQ runs for each job on `push_notification_code_2` (Kue's `queue.process` handler)."""
+def process_job(data: Any = None) -> None:
+    """What runs for each job on `push_notification_code_2` (Kue's `queue.process` handler)."""
     phone_number, message = validate_notification(data)
     send_notification(phone_number, message, get_current_job())
 
@@ -43,4 +44,6 @@ def process_job(data: dict) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Process push_notification_code_2 jobs, two at a time.")
     parser.add_argument("--verbose", action="store_true", help="show RQ's worker log")
-    sys.exit(run_processor(queues_by_priority(QUEUE_7), concurrency=2, verbose=parser.parse_args().verbose))
+    args = parser.parse_args()
+    # Two jobs at a time (Kue's concurrency 2: two worker processes); only this function runs here.
+    sys.exit(run_processor(QUEUE_7, {PROCESS_7: process_job}, concurrency=2, verbose=args.verbose))

@@ -13,7 +13,9 @@ Kue's options, the RQ way:
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -24,9 +26,14 @@ from rq import Callback, Queue, Retry, get_current_job
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from queuing_system.events import on_failure, on_success
+from queuing_system.console import REDIS_DOWN, backoff, not_connected
 from queuing_system.keys import JOB_ID_COUNTER
 from queuing_system.settings import connect, env_int
+
+# The job-event callbacks every job carries (RQ's own workers and sweeps call them; ours settle
+# them in the same atomic step that stores the end).
+ON_SUCCESS = "queuing_system.events.on_success"
+ON_FAILURE = "queuing_system.events.on_failure"
 
 
 class Priority(str, Enum):
@@ -49,9 +56,9 @@ def queues_by_priority(name: str) -> list[str]:
 class JobSettings:
     """Kue's job options. The defaults reproduce the curriculum exactly (one attempt, no delay)."""
 
-    timeout: int = field(default_factory=lambda: env_int("QUEUING_JOB_TIMEOUT", 20))  # Kue's ttl
+    timeout: int = field(default_factory=lambda: env_int("QUEUING_JOB_TIMEOUT", 20, 1, 86400))  # Kue's ttl
     attempts: int = 1
-    backoff: int = field(default_factory=lambda: env_int("QUEUING_RETRY_BACKOFF", 1))  # first retry after, s
+    backoff: int = field(default_factory=lambda: env_int("QUEUING_RETRY_BACKOFF", 1, 1, 3600))  # 1st retry after, s
     delay: int = 0
     priority: Priority = Priority.NORMAL
     result_ttl: int = 24 * 3600  # finished jobs stay inspectable for a day
@@ -64,8 +71,9 @@ class JobSettings:
 
 
 def queue_connection(url: str | None = None) -> redis.Redis:
-    """A client RQ can use: RQ reads raw bytes, so no decoding."""
-    return connect(url, decode_responses=False, socket_timeout=None)
+    """A client RQ can use: RQ reads raw bytes, so no decoding. A silent server is an error after 10 s
+    (a processor raises that above its blocking wait)."""
+    return connect(url, decode_responses=False, socket_timeout=10.0)
 
 
 def job_queue(name: str, connection: redis.Redis) -> Queue:
@@ -77,28 +85,12 @@ def next_job_id(connection: redis.Redis) -> str:
     return str(connection.incr(JOB_ID_COUNTER))
 
 
-def enqueue(
-    queue: Queue,
-    function: str,
-    data: Any = None,
-    settings: JobSettings | None = None,
-    *,
-    on_success: str | Callable[..., Any] = on_success,
-    on_failure: str | Callable[..., Any] = on_failure,
-) -> Job:
-    """Put a job for `function` (a dotted path the processor imports) on `queue`, `data` its argument.
-
-    With a priority other than normal the job goes to the sibling queue; with a
-    delay it waits in the scheduled registry. The callbacks default to the
-    Kue-style event channel (`queuing_system.events`).
-    """
-    settings = settings or JobSettings()
-    if settings.priority is not Priority.NORMAL:
-        queue = job_queue(priority_queue_name(queue.name, settings.priority), queue.connection)
-    job = queue.create_job(
+def _create(queue: Queue, function: str, data: Any, job_id: str, settings: JobSettings,
+            on_success: str, on_failure: str) -> Job:
+    return queue.create_job(
         function,
         args=() if data is None else (data,),
-        job_id=next_job_id(queue.connection),
+        job_id=job_id,
         timeout=settings.timeout,
         result_ttl=settings.result_ttl,
         failure_ttl=settings.failure_ttl,
@@ -106,9 +98,120 @@ def enqueue(
         on_success=Callback(on_success),
         on_failure=Callback(on_failure),
     )
+
+
+def _put(queue: Queue, job: Job, settings: JobSettings, pipeline: redis.client.Pipeline | None = None) -> Job:
+    """On its queue, or (with a delay) in the scheduled registry."""
     if settings.delay > 0:
-        return queue.schedule_job(job, datetime.now(timezone.utc) + timedelta(seconds=settings.delay))
-    return queue.enqueue_job(job)
+        return queue.schedule_job(job, datetime.now(timezone.utc) + timedelta(seconds=settings.delay),
+                                  pipeline=pipeline)
+    return queue.enqueue_job(job, pipeline=pipeline)
+
+
+def _queue_for(queue: Queue, settings: JobSettings) -> Queue:
+    if settings.priority is Priority.NORMAL:
+        return queue
+    return job_queue(priority_queue_name(queue.name, settings.priority), queue.connection)
+
+
+def enqueue(
+    queue: Queue,
+    function: str,
+    data: Any = None,
+    settings: JobSettings | None = None,
+    *,
+    on_success: str = ON_SUCCESS,
+    on_failure: str = ON_FAILURE,
+) -> Job:
+    """Put a job for `function` (a name a processor offers) on `queue`, `data` its argument.
+
+    With a priority other than normal the job goes to the sibling queue; with a
+    delay it waits in the scheduled registry. The callbacks default to the
+    Kue-style event channel (`queuing_system.events`).
+    """
+    settings = settings or JobSettings()
+    queue = _queue_for(queue, settings)
+    job = _create(queue, function, data, next_job_id(queue.connection), settings, on_success, on_failure)
+    return _put(queue, job, settings)
+
+
+class EnqueueInterruptedError(Exception):
+    """Redis stayed away while jobs were being created: `created` landed, the rest did not."""
+
+    def __init__(self, created: list[Job], wanted: int, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.created = created
+        self.wanted = wanted
+        self.error = error
+
+
+def enqueue_many(
+    queue: Queue,
+    function: str,
+    datas: Sequence[Any],
+    settings: JobSettings | None = None,
+    *,
+    created: Callable[[Job], None] = lambda job: None,
+    chunk_size: int = 500,
+    give_up_after: float = 30.0,
+    retrying: Callable[[BaseException], None] = lambda error: None,
+) -> list[Job]:
+    """Create one job per item of `datas`, fast: consecutive ids reserved with one INCRBY, the jobs
+    written `chunk_size` at a time, each chunk one transaction (all of it lands, or none).
+
+    `created(job)` is called for each job, in order, once its chunk has landed. A Redis outage
+    shorter than `give_up_after` seconds is ridden out (`retrying(error)` on each failed attempt):
+    after reconnecting, a chunk that did land is not written again, so no job is duplicated or
+    skipped. Past that, EnqueueInterruptedError says which jobs were created.
+    """
+    settings = settings or JobSettings()
+    queue = _queue_for(queue, settings)
+    if not datas:
+        return []
+    done: list[Job] = []
+    deadline: float | None = None
+    delays = backoff()
+    last_id: int | None = None
+    while True:
+        try:
+            if last_id is None:
+                last_id = int(queue.connection.incrby(JOB_ID_COUNTER, len(datas)))
+            first_id = last_id - len(datas) + 1
+            while len(done) < len(datas):
+                start = len(done)
+                jobs = [_create(queue, function, data, str(first_id + start + offset), settings, ON_SUCCESS,
+                                ON_FAILURE)
+                        for offset, data in enumerate(datas[start : start + chunk_size])]
+                if deadline is None or not queue.connection.exists(jobs[0].key):  # landed before the outage?
+                    with queue.connection.pipeline(transaction=True) as pipeline:
+                        for job in jobs:
+                            _put(queue, job, settings, pipeline)
+                        pipeline.execute()
+                for job in jobs:
+                    done.append(job)
+                    created(job)
+            return done
+        except REDIS_DOWN as error:
+            now = time.monotonic()
+            deadline = deadline or now + give_up_after
+            if now >= deadline:
+                raise EnqueueInterruptedError(done, len(datas), error) from None
+            retrying(error)
+            time.sleep(min(next(delays), max(0.0, deadline - now)))
+
+
+def create_or_explain(queue: Queue, function: str, datas: Sequence[Any], settings: JobSettings,
+                      created: Callable[[Job], None] = lambda job: None) -> list[Job]:
+    """`enqueue_many` for a creator script: the not-connected line on each failed attempt and,
+    if Redis stays away, one line saying which jobs were created, then exit 1."""
+    try:
+        return enqueue_many(queue, function, datas, settings, created=created, retrying=not_connected)
+    except EnqueueInterruptedError as stop:
+        ids = [job.id for job in stop.created]
+        which = f" (ids {ids[0]}-{ids[-1]})" if ids else ""
+        print(f"Gave up: Redis stayed away ({stop.error}); created {len(ids)} of {stop.wanted} jobs{which}, "
+              f"not the other {stop.wanted - len(ids)}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def no_retry(error: Exception) -> Exception:

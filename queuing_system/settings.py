@@ -14,9 +14,36 @@ from redis.retry import Retry
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def env_int(name: str, default: int) -> int:
-    """An integer setting from the environment (unset or empty: `default`)."""
-    return int(os.environ.get(name) or default)
+class ConfigError(ValueError):
+    """A malformed setting or option: one line naming it and what is wrong (exit 2)."""
+
+
+def env_int(name: str, default: int, minimum: int, maximum: int) -> int:
+    """An integer setting from the environment (unset or empty: `default`), within bounds."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number from {minimum} to {maximum}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number from {minimum} to {maximum}")
+    return value
+
+
+def env_float(name: str, default: float, minimum: float, maximum: float) -> float:
+    """A number setting from the environment (unset or empty: `default`), within bounds."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number from {minimum:g} to {maximum:g}") from None
+    if not minimum <= value <= maximum:  # also refuses nan and inf
+        raise ConfigError(f"{name}={raw!r}: expected a number from {minimum:g} to {maximum:g}")
+    return value
 
 
 def redis_url(env: Mapping[str, str] | None = None) -> str:

@@ -13,8 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rq import get_current_job
 
-from queuing_system.jobs import queues_by_priority
-from queuing_system.keys import QUEUE_6
+from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.worker import run_processor
 
 lesson = importlib.import_module("6_job_processor")
@@ -31,7 +30,7 @@ def flaky_send(phone_number: str, message: str) -> None:
     real_send(phone_number, message)
 
 
-lesson.send_notification = flaky_send  # the module RQ imports to run process_job
+lesson.send_notification = flaky_send  # what the lesson's process_job calls
 
 if __name__ == "__main__":
-    sys.exit(run_processor(queues_by_priority(QUEUE_6)))
+    sys.exit(run_processor(QUEUE_6, {PROCESS_6: lesson.process_job}))

@@ -6,6 +6,7 @@ import redis
 from rq import get_current_job
 
 STARTED_KEY = "test:job_started"
+HOLD = "tests.jobs_for_tests.hold"
 
 
 def hold(seconds: float) -> str:

@@ -13,8 +13,8 @@ from queuing_system.events import ABANDONED_MESSAGE, JobEvent, JobEvents
 from queuing_system.jobs import JobSettings, enqueue, job_queue
 from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.processes import ScriptProcess
-from tests.job_helpers import FAST, eventually, fetch
-from tests.jobs_for_tests import STARTED_KEY
+from tests.job_helpers import FAST, HOLDING_PROCESSOR, fetch
+from tests.jobs_for_tests import HOLD, STARTED_KEY
 
 JOBS_7 = import_module("7_job_creator").JOBS
 BLACKLISTED = {"4153518780", "4153518781"}
@@ -116,8 +116,8 @@ def test_7_processor_first_then_creator(redis_url, rq_connection) -> None:
 
 
 def test_processor_sigterm_mid_job_finishes_it(redis_url, rq_connection, r) -> None:
-    job = enqueue(job_queue(QUEUE_6, rq_connection), "tests.jobs_for_tests.hold", 1.0)
-    with ScriptProcess("6_job_processor.py") as processor:
+    job = enqueue(job_queue(QUEUE_6, rq_connection), HOLD, 1.0)
+    with ScriptProcess(HOLDING_PROCESSOR) as processor:
         processor.wait_until(lambda: r.llen(STARTED_KEY) == 1, what="the job to start")
         processor.signal(signal.SIGTERM)
         assert processor.wait() == 0
@@ -128,17 +128,17 @@ def test_processor_sigterm_mid_job_finishes_it(redis_url, rq_connection, r) -> N
 def test_processor_killed_mid_job_loses_no_job(redis_url, rq_connection, r) -> None:
     queue = job_queue(QUEUE_6, rq_connection)
     with JobEvents(rq_connection, serializer=JSONSerializer) as events:
-        job = enqueue(queue, "tests.jobs_for_tests.hold", 60, JobSettings(timeout=2))
+        job = enqueue(queue, HOLD, 60, JobSettings(timeout=2))
         failures = []
         events.on(job.id, JobEvent.FAILED, failures.append)
-        with ScriptProcess("6_job_processor.py", env=FAST) as doomed:
+        with ScriptProcess(HOLDING_PROCESSOR, env=FAST) as doomed:
             doomed.wait_until(lambda: r.llen(STARTED_KEY) == 1, what="the job to start")
             doomed.kill()  # SIGKILL: no chance to clean up
         assert fetch(rq_connection, job.id).get_status() == JobStatus.STARTED
-        with ScriptProcess("6_job_processor.py", env=FAST) as survivor:
-            events.wait_until_ended([job.id])  # the survivor's sweep finds it (timeout 2 s + grace 1 s + sweep 1 s)
-            # RQ runs the failure callback just before it records the failure: give it that moment.
-            eventually(lambda: fetch(rq_connection, job.id).get_status() == JobStatus.FAILED)
+        with ScriptProcess(HOLDING_PROCESSOR, env=FAST) as survivor:
+            events.wait_until_ended([job.id])  # the survivor's sweep finds it (lease 2 s + sweep 1 s)
+            # The failure is stored before it is announced.
+            assert fetch(rq_connection, job.id).get_status() == JobStatus.FAILED
             survivor.stop()
     assert failures == [ABANDONED_MESSAGE]
     assert FailedJobRegistry(QUEUE_6, connection=rq_connection).get_job_ids() == [job.id]

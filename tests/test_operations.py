@@ -15,8 +15,8 @@ from queuing_system.events import JobEvent, JobEvents
 from queuing_system.jobs import JobSettings, Priority, enqueue, job_queue
 from queuing_system.keys import PROCESS_6, QUEUE_6, QUEUE_7
 from queuing_system.processes import ScriptProcess, run_script
-from tests.job_helpers import FAST, eventually, fetch
-from tests.jobs_for_tests import STARTED_KEY
+from tests.job_helpers import FAST, HOLDING_PROCESSOR, eventually, fetch
+from tests.jobs_for_tests import HOLD, STARTED_KEY
 
 # -- 1. attempts with exponential backoff, delays, priorities ------------------------------------
 
@@ -109,12 +109,12 @@ def test_higher_priority_jobs_are_served_first(redis_url, rq_connection) -> None
 def test_a_job_over_its_time_limit_fails_and_the_worker_goes_on(redis_url, rq_connection) -> None:
     queue = job_queue(QUEUE_6, rq_connection)
     with JobEvents(rq_connection, serializer=JSONSerializer) as events:
-        slow = enqueue(queue, "tests.jobs_for_tests.hold", 30, JobSettings(timeout=1))
+        slow = enqueue(queue, HOLD, 30, JobSettings(timeout=1))
         good = enqueue(queue, PROCESS_6, {"phoneNumber": "4153518743", "message": "hi"})
         seen = []
         events.on(slow.id, JobEvent.FAILED, seen.append)
         events.on(good.id, JobEvent.COMPLETED, lambda _: seen.append("completed"))
-        with ScriptProcess("6_job_processor.py", env=FAST) as processor:
+        with ScriptProcess(HOLDING_PROCESSOR, env=FAST) as processor:
             events.wait_until_ended([slow.id, good.id])
             processor.stop()
     assert seen == ["Task exceeded maximum timeout value (1 seconds)", "completed"]
@@ -217,10 +217,10 @@ def test_three_processors_process_300_jobs_exactly_once(redis_url, rq_connection
 def test_a_second_signal_hands_the_job_back(redis_url, rq_connection, r, attempts, expected) -> None:
     queue = job_queue(QUEUE_6, rq_connection)
     with JobEvents(rq_connection, serializer=JSONSerializer) as events:
-        job = enqueue(queue, "tests.jobs_for_tests.hold", 30, JobSettings(attempts=attempts, backoff=60))
+        job = enqueue(queue, HOLD, 30, JobSettings(attempts=attempts, backoff=60))
         seen = []
         events.on(job.id, expected, seen.append)
-        with ScriptProcess("6_job_processor.py", env=FAST) as processor:
+        with ScriptProcess(HOLDING_PROCESSOR, env=FAST) as processor:
             processor.wait_until(lambda: r.llen(STARTED_KEY) == 1, what="the job to start")
             processor.signal(signal.SIGTERM)  # warm: would wait for the job…
             time.sleep(1.1)  # (RQ ignores a repeat within a second)
