@@ -163,7 +163,7 @@ def create_app(client: redis.Redis | None = None, *, reset: bool = False, verbos
     return app
 
 
-if __name__ == "__main__":
+def main() -> int:
     parser = argparse.ArgumentParser(description="The seat reservation API (Flask development server).")
     parser.add_argument("--reset", action="store_true", help="start again from 50 available seats")
     parser.add_argument("--verbose", action="store_true", help="log every request and RQ's worker log")
@@ -176,4 +176,8 @@ if __name__ == "__main__":
         seat_app.extensions["seat_processing"].stop()  # finish the job in hand; queued jobs stay queued
     except KeyboardInterrupt:
         code = 0
-    sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

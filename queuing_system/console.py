@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -22,6 +23,17 @@ def say(line: object) -> None:
     """
     sys.stdout.write(f"{line}\n")
     sys.stdout.flush()
+
+
+# What must not reach a terminal from outside data: control characters (newlines, escapes that
+# drive the terminal), line/paragraph separators, and lone surrogates (not encodable as UTF-8).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def clean(text: object) -> str:
+    """Text from outside (job data, error messages, names in Redis) made safe for one line:
+    the characters above are shown as escapes (`\\n`, `\\x1b`, `\\ud800`)."""
+    return _UNPRINTABLE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
 def connected() -> None:

@@ -48,9 +48,10 @@ def free_port() -> int:
 class EmbeddedRedis:
     """`with EmbeddedRedis() as server: server.url` — a real Redis for as long as the block."""
 
-    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(self, port: int | None = None, binary: str | None = None, *, persistent: bool = False) -> None:
         self.binary = binary or find_redis_server()
         self.port = port or free_port()
+        self.persistent = persistent  # keep an append-only file, so a restart loses nothing (tests of restarts)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -65,7 +66,7 @@ class EmbeddedRedis:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
-                "--appendonly", "no",
+                "--appendonly", "yes" if self.persistent else "no",
                 "--dir", str(self._dir),
                 "--logfile", str(self._dir / "redis.log"),
                 "--daemonize", "no",

@@ -1,7 +1,12 @@
-"""Queue lengths and job states at a glance, every second (the curriculum's 'queue length' snippet, complete).
+"""Queue lengths, job states and live workers at a glance (the curriculum's 'queue length' snippet, complete).
 
-    python -m queuing_system.monitor            a snapshot every second until Ctrl+C
-    python -m queuing_system.monitor --once     one snapshot (for scripts)
+    python -m queuing_system.monitor                 redrawn in place every second until Ctrl+C
+    python -m queuing_system.monitor --once          one snapshot (for scripts)
+    python -m queuing_system.monitor --interval 5    every 5 seconds
+
+It only reads: unlike RQ's own registry counts, it never runs RQ's sweeps (which
+would fail abandoned jobs and run their callbacks from here). On a terminal the
+snapshot is redrawn in place; piped, each snapshot is printed after the last.
 """
 
 from __future__ import annotations
@@ -12,59 +17,95 @@ import time
 from datetime import datetime, timezone
 
 import redis
-from rq import Queue, Worker
-from rq.serializers import JSONSerializer
+from rq.utils import as_text
 
-from queuing_system.console import REDIS_DOWN, backoff, not_connected, run_once, say, sigterm_as_interrupt
+from queuing_system.console import REDIS_DOWN, backoff, clean, not_connected, run_once, say, sigterm_as_interrupt
 from queuing_system.jobs import queue_connection
 
 COLUMNS = ("queued", "started", "scheduled", "deferred", "finished", "failed")
 
 
-def queue_counts(queue: Queue) -> dict[str, int]:
-    return {
-        "queued": queue.count,
-        "started": queue.started_job_registry.count,
-        "scheduled": queue.scheduled_job_registry.count,
-        "deferred": queue.deferred_job_registry.count,
-        "finished": queue.finished_job_registry.count,
-        "failed": queue.failed_job_registry.count,
-    }
+def _queue_names(connection: redis.Redis) -> list[str]:
+    return sorted(as_text(key).removeprefix("rq:queue:") for key in connection.smembers("rq:queues"))
+
+
+def queue_counts(connection: redis.Redis, names: list[str]) -> dict[str, dict[str, int]]:
+    """Each queue's counts, read without cleaning anything (finished/failed: entries not expired yet)."""
+    now = time.time()
+    with connection.pipeline(transaction=False) as pipeline:
+        for name in names:
+            pipeline.llen(f"rq:queue:{name}")
+            pipeline.zcard(f"rq:wip:{name}")
+            pipeline.zcard(f"rq:scheduled:{name}")
+            pipeline.zcard(f"rq:deferred:{name}")
+            pipeline.zcount(f"rq:finished:{name}", now, "+inf")
+            pipeline.zcount(f"rq:failed:{name}", now, "+inf")
+        counts = pipeline.execute()
+    return {name: dict(zip(COLUMNS, counts[i * 6 : i * 6 + 6], strict=True)) for i, name in enumerate(names)}
+
+
+def live_workers(connection: redis.Redis) -> list[dict[str, str]]:
+    """Workers whose key still exists (their lease holds) and that have not announced their death."""
+    keys = sorted(as_text(key) for key in connection.smembers("rq:workers"))
+    with connection.pipeline(transaction=False) as pipeline:
+        for key in keys:
+            pipeline.hgetall(key)
+            pipeline.get(f"queuing:running:{key.removeprefix('rq:worker:')}")
+            pipeline.smembers(f"{key}:executions")
+        replies = pipeline.execute()
+    workers = []
+    for index, key in enumerate(keys):
+        data, running, executions = replies[index * 3 : index * 3 + 3]
+        fields = {as_text(k): as_text(v) for k, v in data.items()}
+        if not fields or "death" in fields:
+            continue
+        in_hand = as_text(running) if running else next((as_text(e) for e in executions), "")
+        fields["name"] = key.removeprefix("rq:worker:")
+        fields["job"] = in_hand.split(":")[0] if in_hand else ""
+        workers.append(fields)
+    return workers
 
 
 def snapshot(connection: redis.Redis) -> list[str]:
     """The lines of one snapshot: a table of queues, then the live workers."""
-    queues = sorted(Queue.all(connection=connection, serializer=JSONSerializer), key=lambda q: q.name)
+    names = _queue_names(connection)
+    counts = queue_counts(connection, names)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    lines = [stamp, f"{'queue':<32}" + "".join(f"{name:>10}" for name in COLUMNS)]
-    for queue in queues:
-        counts = queue_counts(queue)
-        lines.append(f"{queue.name:<32}" + "".join(f"{counts[name]:>10}" for name in COLUMNS))
-    if not queues:
+    lines = [stamp, f"{'queue':<32}" + "".join(f"{column:>10}" for column in COLUMNS)]
+    for name in names:
+        lines.append(f"{clean(name):<32}" + "".join(f"{counts[name][column]:>10}" for column in COLUMNS))
+    if not names:
         lines.append("(no queues yet)")
-    workers = sorted(Worker.all(connection=connection, serializer=JSONSerializer), key=lambda w: w.name)
+    workers = live_workers(connection)
     lines.append(f"workers: {len(workers)}")
     for worker in workers:
-        job_id = worker.get_current_job_id()
-        doing = f"job {job_id}" if job_id else "idle"
-        lines.append(f"  {worker.name[:12]}  pid {worker.pid}  {worker.get_state():<9} {doing:<12} "
-                     f"on {', '.join(worker.queue_names())}")
+        doing = f"job {clean(worker['job'])}" if worker["job"] else "-"
+        lines.append(f"  {worker['name'][:12]}  pid {worker.get('pid', '?'):<7} {worker.get('state', '?'):<6} "
+                     f"{doing:<12} on {clean(worker.get('queues', '').replace(',', ', '))}")
     return lines
 
 
 def watch(interval: float) -> None:
-    """A snapshot every `interval` seconds, ridden through Redis going away. No screen clearing."""
+    """A snapshot every `interval` seconds, ridden through Redis going away."""
     sigterm_as_interrupt()
+    in_place = sys.stdout.isatty()
+    drawn = 0
     delays = backoff()
     connection = queue_connection()
     while True:
         try:
-            say("\n".join(snapshot(connection)) + "\n")
+            lines = snapshot(connection)
             delays = backoff()
-            time.sleep(interval)
         except REDIS_DOWN as error:
             not_connected(error)
+            drawn = 0  # the error line broke the picture: draw afresh below it
             time.sleep(next(delays))
+            continue
+        if in_place and drawn:
+            sys.stdout.write(f"\033[{drawn}F\033[J")  # back to the top of the last snapshot, erase below
+        say("\n".join(lines) + ("" if in_place else "\n"))
+        drawn = len(lines)
+        time.sleep(interval)
 
 
 def main(argv: list[str] | None = None) -> None:

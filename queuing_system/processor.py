@@ -369,8 +369,8 @@ class Processor(BaseWorker):
             return None, None
         job = _OfferedJob(as_text(reply[1]), connection=self.connection, serializer=self.serializer)
         job.restore(dict(zip(reply[2][::2], reply[2][1::2], strict=True)))
-        job.started_at = now
-        return None, Ran(job=job, execution_id=execution_id, started_at=now)
+        job.started_at = job.started_at or now
+        return None, Ran(job=job, execution_id=as_text(reply[3]), started_at=job.started_at)
 
     def _claim_size(self) -> int:
         """As many jobs as run in `claim_window` at the recent pace: slow jobs are claimed one at a time

@@ -41,11 +41,13 @@ end
 # ARGV[15] '1' to start the next claimed job   ARGV[16] the execution id to give it
 # ARGV[17] job timeout to assume when a job has none, seconds
 # ARGV[18..] the queue names, served first to last
-# Returns {settled, started job id or nil, started job's hash (flat) or nil}, where settled is
-#   ''     nothing to settle          'ok'  settled
-#   'lost' the job was no longer this worker's (its lease lapsed and a sweep took it): nothing written
-#   'rq'   left to RQ's own code (the job has dependents, or keeps no result): nothing written, nothing started
+# Returns {settled, job id, job hash (flat), execution id} for the job to run now (nil, nil, nil: none), where
+#   settled is ''     nothing to settle
+#              'ok'   settled (or found settled: a step whose reply was lost had done it)
+#              'lost' the job was no longer this worker's (its lease lapsed and a sweep took it): nothing written
+#              'rq'   left to RQ's own code (the job has dependents, or keeps no result): nothing done at all
 # or {'no worker'} when this worker's key is gone (presumed dead): nothing was done at all.
+# Every step can be repeated when its reply is lost: a job a lost step started is returned again.
 ADVANCE = """
 local worker, lease = ARGV[1], tonumber(ARGV[2])
 local now_text, now_float = ARGV[3], ARGV[4]
@@ -65,7 +67,13 @@ if ARGV[5] ~= '' then
   local composite = job_id .. ':' .. execution_id
   local job_key = 'rq:job:' .. job_id
   if redis.call('GET', running_key) ~= composite then
-    settled = 'lost'
+    -- Not (or no longer) in hand: settled already by a step whose reply was lost, or taken by a sweep.
+    local status = redis.call('HGET', job_key, 'status')
+    if ARGV[5] == 'released' or status == 'finished' then
+      settled = 'done before'
+    else
+      settled = 'lost'
+    end
   elseif ARGV[5] == 'released' then
     settled = 'ok'
   else
@@ -147,8 +155,19 @@ if claim_max > 0 and redis.call('LLEN', claimed_key) == 0 then
 end
 
 -- 3. start the next claimed job: RQ's prepare_execution and prepare_job_execution
-local started_id, started_hash = false, false
-if ARGV[15] == '1' then
+local started_id, started_hash, started_execution = false, false, false
+local in_hand = redis.call('GET', running_key)
+if in_hand then
+  -- A job a step started whose reply never reached us (Redis went away): that job runs now.
+  local job_id, execution_id = string.match(in_hand, '^(.*):([^:]*)$')
+  if redis.call('EXISTS', 'rq:job:' .. job_id) == 1 then
+    started_id, started_execution = job_id, execution_id
+    started_hash = redis.call('HGETALL', 'rq:job:' .. job_id)
+  else
+    redis.call('DEL', running_key)
+  end
+end
+if ARGV[15] == '1' and not started_id then
   while true do
     local job_id = redis.call('LPOP', claimed_key)
     if not job_id then
@@ -177,7 +196,7 @@ if ARGV[15] == '1' then
       redis.call('ZADD', 'rq:wip:' .. origin, now + ttl, composite)
       redis.call('SADD', executions_key, composite)
       redis.call('EXPIRE', executions_key, ttl + 60)
-      started_id = job_id
+      started_id, started_execution = job_id, execution_id
       started_hash = redis.call('HGETALL', job_key)
       break
     end
@@ -187,7 +206,10 @@ end
 -- 4. the worker's state and its lease
 redis.call('HSET', worker_key, 'state', started_id and 'busy' or 'idle', 'last_heartbeat', now_text)
 redis.call('EXPIRE', worker_key, lease)
-return {settled, started_id, started_hash}
+if settled == 'done before' then
+  settled = 'ok'
+end
+return {settled, started_id, started_hash, started_execution}
 """
 
 # Is the job in hand still this worker's? Re-arms the lease when it is.

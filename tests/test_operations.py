@@ -169,7 +169,7 @@ def test_monitor_once_shows_every_queue_and_worker(redis_url, rq_connection) -> 
         processor.stop()
     assert lines[2].split() == ["push_notification_code", "0", "0", "1", "0", "3", "0"]
     assert lines[3] == "workers: 1"
-    assert lines[4].split()[2:] == [str(processor.pid), "idle", "idle", "on", "push_notification_code:high,",
+    assert lines[4].split()[2:] == [str(processor.pid), "idle", "-", "on", "push_notification_code:high,",
                                     "push_notification_code,", "push_notification_code:low"]
 
 
