@@ -204,8 +204,10 @@ def create_or_explain(queue: Queue, function: str, datas: Sequence[Any], setting
                       created: Callable[[Job], None] = lambda job: None) -> list[Job]:
     """`enqueue_many` for a creator script: the not-connected line on each failed attempt and,
     if Redis stays away, one line saying which jobs were created, then exit 1."""
+    patience = env_int("QUEUING_ENQUEUE_PATIENCE", 30, 1, 3600)
     try:
-        return enqueue_many(queue, function, datas, settings, created=created, retrying=not_connected)
+        return enqueue_many(queue, function, datas, settings, created=created, retrying=not_connected,
+                            give_up_after=patience)
     except EnqueueInterruptedError as stop:
         ids = [job.id for job in stop.created]
         which = f" (ids {ids[0]}-{ids[-1]})" if ids else ""

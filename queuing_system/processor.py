@@ -250,7 +250,9 @@ class Processor(BaseWorker):
         self.functions = dict(functions)
         self.callbacks = dict(EVENT_CALLBACKS if callbacks is None else callbacks)
         self.line = RedisLine(connection)
-        self.scheduler = RQScheduler(self.queues, connection=connection, serializer=JSONSerializer,
+        # RQ's scheduler, driven from our loop (no subprocess); named after us, so a sweep can free
+        # the locks of a dead worker's scheduler.
+        self.scheduler = RQScheduler(self.queues, connection=connection, serializer=JSONSerializer, name=self.name,
                                      logging_level=logging.getLogger("rq").level or logging.ERROR)
         self._queues_by_name = {queue.name: queue for queue in self.queues}
         self._stopping = False
@@ -519,7 +521,7 @@ class Processor(BaseWorker):
         while running one and was never swept — e.g. not one of ours). RQ's own
         sweep would announce such a job before storing its failure; this stores first.
         """
-        reply = self.line.run(processor_lua.RECOVER)
+        reply = self.line.run(processor_lua.RECOVER, *self.queue_names())
         for name, running in zip(reply[::2], reply[1::2], strict=True):
             log.warning("Worker %s: recovered the claims of dead worker %s", self.name, as_text(name))
             if running:

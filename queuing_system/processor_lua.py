@@ -234,8 +234,10 @@ return give_back('queuing:claimed:' .. ARGV[1])
 )
 
 # The recovery sweep: for every claimer whose worker key is gone (or says it died), give its claims
-# back and take over its job in hand (the caller then fails or retries that job through RQ).
-# ARGV: none. Returns a flat list: worker name, "<job id>:<execution id>" of its job in hand or '', …
+# back, free the scheduler locks it held on these queues (RQ's would block retries and delayed jobs
+# for a minute), and take over its job in hand (the caller then fails or retries it through RQ).
+# ARGV: the queue names whose scheduler locks may be freed.
+# Returns a flat list: worker name, "<job id>:<execution id>" of its job in hand or '', …
 RECOVER = (
     _GIVE_BACK_FUNCTION
     + """
@@ -247,6 +249,12 @@ for _, name in ipairs(redis.call('SMEMBERS', 'queuing:claimers')) do
     local running = redis.call('GET', 'queuing:running:' .. name) or ''
     redis.call('DEL', 'queuing:running:' .. name)
     redis.call('SREM', 'queuing:claimers', name)
+    for _, queue in ipairs(ARGV) do
+      local lock = 'rq:scheduler-lock:' .. queue
+      if redis.call('GET', lock) == name then
+        redis.call('DEL', lock)
+      end
+    end
     table.insert(recovered, name)
     table.insert(recovered, running)
   end
