@@ -323,6 +323,8 @@ class Processor(BaseWorker):
                 self.scheduler.register_death()
             self.register_death()
         self.line.reset()
+        if self.scheduler._connection is not None:  # RQScheduler opens its own client, and never closes it
+            self.scheduler._connection.connection_pool.disconnect()
 
     def register_again(self) -> None:
         """Register as RQ does (the worker key is our lease), and as a holder of claims."""
@@ -513,6 +515,7 @@ class Processor(BaseWorker):
                     _clean_registries(queue)
                 finally:
                     queue.release_maintenance_lock()
+        self.clean_group_registries()
 
     def recover(self) -> None:
         """Give back the claims of dead workers, and end the jobs they were running, through RQ.

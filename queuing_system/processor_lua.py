@@ -195,7 +195,7 @@ if ARGV[15] == '1' and not started_id then
       redis.call('EXPIRE', 'rq:executions:' .. job_id, ttl + 60)
       redis.call('ZADD', 'rq:wip:' .. origin, now + ttl, composite)
       redis.call('SADD', executions_key, composite)
-      redis.call('EXPIRE', executions_key, ttl + 60)
+      redis.call('EXPIRE', executions_key, ttl)  -- created for ttl + 60, then RQ's heartbeat sets ttl
       started_id, started_execution = job_id, execution_id
       started_hash = redis.call('HGETALL', job_key)
       break

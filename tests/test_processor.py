@@ -1,0 +1,145 @@
+"""The processor's core, in process: RQ sees its jobs exactly as its own, steps survive lost replies,
+claims are shared and given back. (The processes around it are tested in test_jobs and test_faults.)"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import redis
+from rq import SimpleWorker
+from rq.job import JobStatus
+from rq.serializers import JSONSerializer
+
+from queuing_system import processor_lua
+from queuing_system.jobs import JobSettings, enqueue, job_queue
+from queuing_system.processor import Processor, ProcessorSettings
+from tests.job_helpers import eventually, fetch
+from tests.jobs_for_tests import HOLD, RECORD, SNAPSHOT_KEY, STARTED_KEY, hold, record_what_redis_holds, redis_picture
+
+QUEUE = "compat"
+
+
+def run_one_job(connection: redis.Redis, ours: bool) -> tuple[dict, dict]:
+    """Enqueue one job, run it with our processor or RQ's SimpleWorker; Redis as the job saw it, and after."""
+    enqueue(job_queue(QUEUE, connection), RECORD, settings=JobSettings(timeout=20))
+    if ours:
+        worker = Processor(QUEUE, connection, functions={RECORD: record_what_redis_holds},
+                           settings=ProcessorSettings(maintenance_interval=600))
+    else:
+        worker = SimpleWorker([job_queue(QUEUE, connection)], connection=connection, serializer=JSONSerializer)
+    worker.work(burst=True)
+    during = json.loads(connection.get(SNAPSHOT_KEY))
+    connection.delete(SNAPSHOT_KEY)
+    return during, redis_picture(connection, worker.name)
+
+
+def test_rq_sees_our_jobs_as_its_own(redis_url, rq_connection) -> None:
+    """What processor_lua.ADVANCE writes when it starts and settles a job is what RQ 3.0 writes
+    (key for key, field for field, TTLs to 10 s). Fails if RQ changes its data model."""
+    rq_during, rq_after = run_one_job(rq_connection, ours=False)
+    rq_connection.flushdb()
+    our_during, our_after = run_one_job(rq_connection, ours=True)
+    assert our_during == rq_during
+    assert our_after == rq_after
+    # …and the picture holds what matters (so this test cannot pass on two empty pictures).
+    assert rq_during["rq:job:1"]["fields"]["status"] == "started"
+    assert rq_during["rq:wip:compat"]["members"] == ["1:<id>"]
+    assert rq_after["rq:job:1"]["fields"]["status"] == "finished"
+    assert rq_after["rq:finished:compat"]["members"] == ["1"]
+    assert "rq:results:1" in rq_after
+
+
+def advance(connection: redis.Redis, worker: str, *, claim: int = 50, start: str = "1",
+            execution: str = "e1") -> list:
+    """One ADVANCE step with nothing to settle."""
+    return connection.register_script(processor_lua.ADVANCE)(args=[
+        worker, 15, "2026-01-01T00:00:00.000000Z", "1767225600.0", "", "", "", "", "", "", "", "",
+        "queuing:job_events", claim, start, execution, 20, f"{QUEUE}:high", QUEUE, f"{QUEUE}:low"])
+
+
+@pytest.fixture
+def worker(rq_connection) -> str:
+    rq_connection.hset("rq:worker:w", "state", "idle")
+    rq_connection.sadd(f"rq:workers:{QUEUE}:high", "rq:worker:w", "rq:worker:other")
+    return "w"
+
+
+def test_a_step_whose_reply_is_lost_can_be_repeated(rq_connection, worker) -> None:
+    queue = job_queue(QUEUE, rq_connection)
+    for n in range(4):
+        enqueue(queue, RECORD, {"n": n})
+    first = advance(rq_connection, worker, execution="e1")
+    again = advance(rq_connection, worker, execution="e2")  # as if the first reply never arrived
+    assert (first[1], first[3]) == (b"1", b"e1")
+    assert (again[1], again[3]) == (b"1", b"e1")  # the same job, the same execution: nothing started twice
+    assert rq_connection.zrange(f"rq:wip:{QUEUE}", 0, -1) == [b"1:e1"]
+
+
+def test_a_claim_is_a_fair_share_and_given_back_in_order(rq_connection, worker) -> None:
+    queue = job_queue(QUEUE, rq_connection)
+    high = job_queue(f"{QUEUE}:high", rq_connection)
+    for n in range(6):
+        enqueue(queue, RECORD, {"n": n})  # ids 1..6
+    enqueue(high, RECORD, {"n": "urgent"})  # id 7
+    reply = advance(rq_connection, worker, claim=50)
+    # 7 queued, 2 workers: a share of 4, high first; the first is started, three stay claimed.
+    assert reply[1] == b"7"
+    assert rq_connection.lrange("queuing:claimed:w", 0, -1) == [b"1", b"2", b"3"]
+    assert rq_connection.register_script(processor_lua.GIVE_BACK)(args=["w"]) == 3
+    assert queue.job_ids == ["1", "2", "3", "4", "5", "6"]  # back at the front, in order
+
+
+def test_the_sweep_gives_a_dead_workers_claims_back_and_takes_its_job_in_hand(rq_connection, worker) -> None:
+    queue = job_queue(QUEUE, rq_connection)
+    for n in range(3):
+        enqueue(queue, RECORD, {"n": n})
+    rq_connection.sadd("queuing:claimers", "w")
+    advance(rq_connection, worker, claim=3)  # job 1 in hand, 2 and 3 claimed
+    rq_connection.set(f"rq:scheduler-lock:{QUEUE}", "w")
+    recover = rq_connection.register_script(processor_lua.RECOVER)
+    assert recover(args=[QUEUE]) == []  # alive: nothing to do
+    rq_connection.delete("rq:worker:w")  # its lease lapses
+    assert recover(args=[QUEUE]) == [b"w", b"1:e1"]
+    assert queue.job_ids == ["2", "3"]
+    assert not rq_connection.exists(f"rq:scheduler-lock:{QUEUE}", "queuing:claimed:w", "queuing:running:w")
+    assert recover(args=[QUEUE]) == []  # once only
+
+
+def test_no_worker_no_step(rq_connection) -> None:
+    enqueue(job_queue(QUEUE, rq_connection), RECORD)
+    assert advance(rq_connection, "ghost") == [b"no worker"]
+    assert job_queue(QUEUE, rq_connection).job_ids == ["1"]
+
+
+def slow_batch(connection: redis.Redis) -> tuple[Processor, list[str], threading.Thread]:
+    """A processor whose claim is [a 2 s job, two quick ones], running in a thread."""
+    queue = job_queue(QUEUE, connection)
+    ids = [enqueue(queue, HOLD, seconds).id for seconds in (2.0, 0, 0)]
+    processor = Processor(QUEUE, connection, functions={HOLD: hold}, in_thread=True,
+                          settings=ProcessorSettings(hold_limit=0.2, maintenance_interval=600))
+    processor._job_seconds = 0.001  # a quick pace so far: it claims all three at once
+    thread = threading.Thread(target=processor.work, kwargs={"burst": True})
+    thread.start()
+    eventually(lambda: connection.llen(STARTED_KEY) == 1)
+    return processor, ids, thread
+
+
+def test_a_slow_job_gives_the_rest_of_its_claim_back(redis_url, rq_connection) -> None:
+    _, (slow, *quick), thread = slow_batch(rq_connection)
+    # The other two wait in the queue again (for any worker), not behind the slow one.
+    eventually(lambda: job_queue(QUEUE, rq_connection).job_ids == quick, timeout=1.5)
+    assert fetch(rq_connection, slow).get_status() == JobStatus.STARTED
+    thread.join(10)
+    assert [fetch(rq_connection, job_id).get_status() for job_id in (slow, *quick)] == [JobStatus.FINISHED] * 3
+
+
+def test_a_warm_stop_gives_claims_back_at_once(redis_url, rq_connection) -> None:
+    processor, (slow, *quick), thread = slow_batch(rq_connection)
+    processor.settings = ProcessorSettings(hold_limit=60.0)  # only the stop gives them back
+    processor.request_stop_from_thread()
+    eventually(lambda: job_queue(QUEUE, rq_connection).job_ids == quick, timeout=1.0)
+    thread.join(10)
+    assert fetch(rq_connection, slow).get_status() == JobStatus.FINISHED  # the job in hand is finished
+    assert job_queue(QUEUE, rq_connection).job_ids == quick  # the rest stay queued, in order
