@@ -1,102 +1,170 @@
-"""Job throughput: enqueue N notification jobs, process them with two concurrent workers.
+"""Jobs, side by side with the original: task 7 at scale, ours against Kue 0.11.6, and light-load latency.
 
-Run:  .venv/bin/python -m bench.jobs [--jobs 2000]
-Reports, for RQ's forking worker and the non-forking one the processors use:
-enqueue jobs/s, processed jobs/s (first start -> last finish), p50/p99 enqueue->finish latency.
-Uses a private embedded Redis unless REDIS_URL is set (its queues are emptied first).
+Run:  .venv/bin/python -m bench.jobs [--jobs 2000] [--rounds 3] [--latency-jobs 200] [--no-kue]
+
+Task 7 at scale: a creator of --jobs notification jobs that hears every job's end (progress 0 and 50,
+completed), and one processor running two jobs at a time: ours (7_job_processor.py, bench/creator.py)
+and the original's (bench/kue/processor.js and creator.js on Kue 0.11.6), alternately, --rounds times
+each, on one private Redis. Where node and npm are present, Kue is installed into a temporary folder
+(nothing of it is kept); without them, ours runs alone. Then one job at a time into an idle processor:
+p50/p99 from creating a job to hearing its end, ours against RQ's SimpleWorker (the processors before
+this one) and Kue.
+
+All processes print what the lessons print, to /dev/null. Timings exclude interpreter start-up.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import multiprocessing
+import json
 import os
-import signal
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from rq import Worker
-from rq.registry import FailedJobRegistry, FinishedJobRegistry
-from rq.serializers import JSONSerializer
+import redis
 
-from bench.common import bench_redis, percentile
-from queuing_system.jobs import enqueue, job_queue, queue_connection
-from queuing_system.keys import PROCESS_6
-from queuing_system.worker import LessonWorker, configure_logging
+from bench.common import bench_redis
+from queuing_system.processes import ROOT
 
-QUEUE = "bench_notifications"
-DATA = {"phoneNumber": "4153518743", "message": "This is the code 4321 to verify your account"}
-
-
-def _worker(url: str, forking: bool) -> None:
-    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - printing off: we measure the queue, not the terminal
-    configure_logging(verbose=False)
-    connection = queue_connection(url)
-    worker_class = Worker if forking else LessonWorker
-    worker = worker_class([job_queue(QUEUE, connection)], connection=connection, serializer=JSONSerializer,
-                          worker_ttl=16)
-    with contextlib.suppress(KeyboardInterrupt):
-        worker.work(logging_level=None)
+KUE_DIR = Path(__file__).with_name("kue")
+QUEUE = "push_notification_code_2"
+SIMPLE_WORKER = (
+    "import sys; from rq import SimpleWorker; from rq.serializers import JSONSerializer;"
+    "from queuing_system.jobs import queue_connection, queues_by_priority;"
+    "c = queue_connection(); SimpleWorker(queues_by_priority('push_notification_code_2'), connection=c,"
+    " serializer=JSONSerializer).work(logging_level='ERROR')"
+)
 
 
-def run(url: str, count: int, forking: bool) -> dict[str, float]:
-    connection = queue_connection(url)
-    queue = job_queue(QUEUE, connection)
-    queue.empty()
-    finished = FinishedJobRegistry(QUEUE, connection=connection, serializer=JSONSerializer)
-    failed = FailedJobRegistry(QUEUE, connection=connection, serializer=JSONSerializer)
-    for registry in (finished, failed):
-        for job_id in registry.get_job_ids():
-            registry.remove(job_id, delete_job=True)
+def install_kue() -> Path | None:
+    """Kue 0.11.6 in a temporary folder (removed at exit), or None without node and npm."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="kue-bench-"))
+    print(f"(installing kue@0.11.6 into {folder} with npm, for this run only)", file=sys.stderr, flush=True)
+    subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(folder), "kue@0.11.6"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    for script in KUE_DIR.glob("*.js"):
+        shutil.copy(script, folder / script.name)
+    return folder
 
-    context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_worker, args=(url, forking)) for _ in range(2)]
-    for process in workers:
-        process.start()
-    time.sleep(0.5)  # let both workers block on the queue before the first job lands
 
-    started = time.perf_counter()
-    job_ids = [enqueue(queue, PROCESS_6, DATA).id for _ in range(count)]
-    enqueue_seconds = time.perf_counter() - started
+def blocked_clients(connection: redis.Redis, command: str) -> int:
+    return sum(1 for client in connection.client_list() if client.get("cmd") == command)
 
-    deadline = time.monotonic() + 600
-    while finished.count + failed.count < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for process in workers:
-        os.kill(process.pid, signal.SIGTERM)
-        process.join()
 
-    jobs = [job for job in queue.job_class.fetch_many(job_ids, connection=connection, serializer=JSONSerializer) if job]
-    done = [job for job in jobs if job.ended_at and job.started_at and job.enqueued_at]
-    first_start = min(job.started_at for job in done)
-    last_end = max(job.ended_at for job in done)
-    latencies = [(job.ended_at - job.enqueued_at).total_seconds() * 1000 for job in done]
-    connection.close()
-    return {
-        "jobs": count,
-        "finished": len(done),
-        "failed": failed.count,
-        "enqueue_per_s": count / enqueue_seconds,
-        "processed_per_s": len(done) / (last_end - first_start).total_seconds(),
-        "p50_ms": percentile(latencies, 0.50),
-        "p99_ms": percentile(latencies, 0.99),
+class Implementation:
+    """How to start one side's processor and creator."""
+
+    def __init__(self, name: str, processor: list[str], creator: list[str], cwd: Path, waits_with: str,
+                 waiters: int) -> None:
+        self.name, self.processor, self.creator, self.cwd = name, processor, creator, cwd
+        self.waits_with, self.waiters = waits_with, waiters
+
+    def run(self, url: str, port: int, jobs: int, one_at_a_time: bool = False, enqueue_only: bool = False) -> dict:
+        connection = redis.Redis.from_url(url)
+        connection.flushdb()
+        env = {**os.environ, "REDIS_URL": url, "REDIS_PORT": str(port), "JOBS": str(jobs),
+               "ONE_AT_A_TIME": "1" if one_at_a_time else "0", "ENQUEUE_ONLY": "1" if enqueue_only else "0",
+               "PYTHONPATH": str(ROOT)}
+        processor = None
+        try:
+            if not enqueue_only:
+                processor = subprocess.Popen(self.processor, cwd=self.cwd, env=env, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL, start_new_session=True)
+                deadline = time.monotonic() + 30
+                while blocked_clients(connection, self.waits_with) < self.waiters:  # its workers wait for jobs
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{self.name}: the processor did not start")
+                    time.sleep(0.05)
+            creator = subprocess.run(self.creator, cwd=self.cwd, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, timeout=600, check=True)
+            result = json.loads(creator.stderr.strip().splitlines()[-1])
+        finally:
+            if processor is not None:
+                os.killpg(processor.pid, 15)
+                processor.wait(30)
+        connection.close()
+        return result
+
+
+def implementations(kue: Path | None) -> dict[str, Implementation]:
+    python = sys.executable
+    found = {
+        "ours": Implementation("ours", [python, "7_job_processor.py"], [python, "-m", "bench.creator"], ROOT,
+                               "blmove", 2),
+        "RQ SimpleWorker": Implementation("RQ SimpleWorker", [python, "-c", SIMPLE_WORKER],
+                                          [python, "-m", "bench.creator"], ROOT, "blpop", 1),
     }
+    if kue is not None:
+        found["Kue"] = Implementation("Kue 0.11.6", ["node", "processor.js"], ["node", "creator.js"], kue,
+                                      "blpop", 1)
+    return found
+
+
+def rate(result: dict, key: str) -> float:
+    return result["jobs"] / result[key] if result.get(key) else float("nan")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-jobs", type=int, default=200)
+    parser.add_argument("--no-kue", action="store_true", help="run ours alone")
     args = parser.parse_args()
-    with bench_redis() as url:
-        print(f"{'worker':<28}{'jobs':>6}{'enqueue/s':>11}{'processed/s':>13}{'p50 ms':>9}{'p99 ms':>9}")
-        for label, forking in (("non-forking (LessonWorker)", False), ("forking (rq.Worker)", True)):
-            result = run(url, args.jobs, forking)
-            print(
-                f"{label:<28}{result['finished']:>6}{result['enqueue_per_s']:>11.0f}"
-                f"{result['processed_per_s']:>13.0f}{result['p50_ms']:>9.1f}{result['p99_ms']:>9.1f}",
-                flush=True,
-            )
+    kue = None if args.no_kue else install_kue()
+    if kue is None and not args.no_kue:
+        print("(node and npm not found: ours alone, no Kue to compare with)", file=sys.stderr)
+    sides = implementations(kue)
+    try:
+        with bench_redis() as url:
+            port = redis.Redis.from_url(url).connection_pool.connection_kwargs["port"]
+            at_scale = [name for name in ("Kue", "ours") if name in sides]
+            print(f"Task 7 at scale: {args.jobs} jobs, the creator hears every end, two at a time")
+            print(f"{'round':<7}{'side':<12}{'enqueue/s':>11}{'end-to-end jobs/s':>19}{'p50 ms':>9}{'p99 ms':>9}")
+            results: dict[str, list[dict]] = {name: [] for name in at_scale}
+            for round_ in range(1, args.rounds + 1):
+                for name in at_scale:
+                    result = sides[name].run(url, port, args.jobs)
+                    results[name].append(result)
+                    print(f"{round_:<7}{name:<12}{rate(result, 'enqueue_s'):>11.0f}{rate(result, 'total_s'):>19.0f}"
+                          f"{result['p50_ms']:>9.0f}{result['p99_ms']:>9.0f}", flush=True)
+            for name in at_scale:
+                runs = results[name]
+                print(f"median {name:<5}{statistics.median(rate(r, 'enqueue_s') for r in runs):>13.0f}"
+                      f"{statistics.median(rate(r, 'total_s') for r in runs):>19.0f}")
+            if "Kue" in results:
+                ours = statistics.median(rate(r, "total_s") for r in results["ours"])
+                theirs = statistics.median(rate(r, "total_s") for r in results["Kue"])
+                ours_enqueue = statistics.median(rate(r, "enqueue_s") for r in results["ours"])
+                theirs_enqueue = statistics.median(rate(r, "enqueue_s") for r in results["Kue"])
+                print(f"ours / Kue: end-to-end {ours / theirs:.2f}x, enqueue {ours_enqueue / theirs_enqueue:.2f}x")
+
+            print(f"\nEnqueue only (no processor running): {args.jobs} jobs, median of {args.rounds}")
+            enqueue_rates = {}
+            for name in at_scale:
+                runs = [sides[name].run(url, port, args.jobs, enqueue_only=True) for _ in range(args.rounds)]
+                enqueue_rates[name] = statistics.median(rate(r, "enqueue_s") for r in runs)
+                print(f"{name:<18}{enqueue_rates[name]:>9.0f} jobs/s", flush=True)
+            if "Kue" in enqueue_rates:
+                print(f"ours / Kue's save(): {enqueue_rates['ours'] / enqueue_rates['Kue']:.2f}x")
+
+            print(f"\nOne job at a time into an idle processor ({args.latency_jobs} jobs): create -> end heard")
+            print(f"{'side':<18}{'p50 ms':>9}{'p99 ms':>9}")
+            for name in ("ours", "RQ SimpleWorker", "Kue"):
+                if name in sides:
+                    result = sides[name].run(url, port, args.latency_jobs, one_at_a_time=True)
+                    print(f"{name:<18}{result['p50_ms']:>9.2f}{result['p99_ms']:>9.2f}", flush=True)
+    finally:
+        if kue is not None:
+            shutil.rmtree(kue, ignore_errors=True)
+    print(f"(2-core machine, loopback Redis; cpu count {os.cpu_count()})")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import logging
 import os
 import signal
@@ -76,7 +77,7 @@ from rq.registry import DeferredJobRegistry, FailedJobRegistry, FinishedJobRegis
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException, TimerDeathPenalty, UnixSignalDeathPenalty
-from rq.utils import as_text, parse_composite_key, utcformat
+from rq.utils import as_text, parse_composite_key, utcformat, utcparse
 from rq.worker import BaseWorker
 from rq.worker_registration import clean_worker_registry
 
@@ -250,6 +251,7 @@ class Processor(BaseWorker):
         self.functions = dict(functions)
         self.callbacks = dict(EVENT_CALLBACKS if callbacks is None else callbacks)
         self.line = RedisLine(connection)
+        self._pristine_job = _OfferedJob(connection=connection, serializer=self.serializer)
         # RQ's scheduler, driven from our loop (no subprocess); named after us, so a sweep can free
         # the locks of a dead worker's scheduler.
         self.scheduler = RQScheduler(self.queues, connection=connection, serializer=JSONSerializer, name=self.name,
@@ -371,7 +373,8 @@ class Processor(BaseWorker):
                         self.name, ran.job.id)
         if reply[1] is None:
             return None, None
-        job = _OfferedJob(as_text(reply[1]), connection=self.connection, serializer=self.serializer)
+        job = copy.copy(self._pristine_job)  # RQ's Job() checks its serializer against a slow Protocol
+        job.id, job.webhooks = as_text(reply[1]), []
         job.restore(dict(zip(reply[2][::2], reply[2][1::2], strict=True)))
         job.started_at = job.started_at or now
         return None, Ran(job=job, execution_id=as_text(reply[3]), started_at=job.started_at)
@@ -599,13 +602,36 @@ class Processor(BaseWorker):
 
 
 class _OfferedJob(Job):
-    """A job whose function comes from its processor's offer (RQ's `Job.func` imports any dotted name)."""
+    """A job whose function comes from its processor's offer (RQ's `Job.func` imports any dotted name),
+    read from Redis faster than RQ reads it (the same values: tests/test_processor.py compares them)."""
 
     offered_function: Callable[..., Any] | None = None
 
     @property
     def func(self) -> Callable[..., Any] | None:
         return self.offered_function
+
+    def restore(self, raw_data: Mapping[bytes, bytes]) -> None:
+        """RQ's restore, with the five timestamps parsed by `fromisoformat` (RQ's strptime took a
+        fifth of a worker's time)."""
+        fields = dict(raw_data)
+        stamps = {name: fields.pop(name, None) for name in _TIMESTAMPS}
+        super().restore(fields)
+        for name, value in stamps.items():
+            if value:
+                setattr(self, name.decode(), _timestamp(value))
+
+
+_TIMESTAMPS = (b"created_at", b"enqueued_at", b"started_at", b"ended_at", b"last_heartbeat")
+
+
+def _timestamp(value: bytes) -> datetime:
+    """RQ's utcparse ('%Y-%m-%dT%H:%M:%S.%fZ', or without the fraction), in C."""
+    text = value.decode()
+    try:
+        return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return utcparse(text)
 
 
 def _encoded(value: Any) -> str:

@@ -13,7 +13,7 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from queuing_system import processor_lua
-from queuing_system.jobs import JobSettings, enqueue, job_queue
+from queuing_system.jobs import JobSettings, enqueue, enqueue_many, job_queue
 from queuing_system.processor import Processor, ProcessorSettings
 from tests.job_helpers import eventually, fetch
 from tests.jobs_for_tests import HOLD, RECORD, SNAPSHOT_KEY, STARTED_KEY, hold, record_what_redis_holds, redis_picture
@@ -143,3 +143,33 @@ def test_a_warm_stop_gives_claims_back_at_once(redis_url, rq_connection) -> None
     thread.join(10)
     assert fetch(rq_connection, slow).get_status() == JobStatus.FINISHED  # the job in hand is finished
     assert job_queue(QUEUE, rq_connection).job_ids == quick  # the rest stay queued, in order
+
+
+def test_bulk_enqueue_stores_jobs_as_rq_does(rq_connection) -> None:
+    """enqueue_many writes all but the first job of a chunk itself (for speed): as RQ would have."""
+    queue = job_queue(QUEUE, rq_connection)
+    bulk = enqueue_many(queue, RECORD, [{"n": 1}, {"n": 2}])  # job 2: written from job 1's stored fields
+    single = enqueue(queue, RECORD, {"n": 2})  # job 3: RQ's own enqueue_job
+    assert [job.id for job in bulk] == ["1", "2"] and single.id == "3"
+    picture = redis_picture(rq_connection)
+    assert picture["rq:job:2"] == picture["rq:job:3"]
+    assert rq_connection.hget("rq:job:2", "data") == rq_connection.hget("rq:job:3", "data")  # same call, same bytes
+    assert queue.job_ids == ["1", "2", "3"]
+    assert (bulk[1].args, bulk[1].func_name, bulk[1].origin) == (({"n": 2},), RECORD, QUEUE)
+
+
+def test_the_processor_reads_a_job_as_rq_does(rq_connection) -> None:
+    """_OfferedJob.restore parses timestamps its own (faster) way: to the same values as RQ."""
+    from rq.job import Job
+
+    from queuing_system.processor import _OfferedJob
+
+    enqueue(job_queue(QUEUE, rq_connection), RECORD, {"n": 1})
+    rq_connection.hset("rq:job:1", mapping={"started_at": "2026-01-02T03:04:05.678901Z",
+                                            "last_heartbeat": "2026-01-02T03:04:05Z"})
+    raw = rq_connection.hgetall("rq:job:1")
+    theirs, ours = Job("1", rq_connection, JSONSerializer), _OfferedJob("1", rq_connection, JSONSerializer)
+    theirs.restore(raw)
+    ours.restore(raw)
+    assert vars(ours) == vars(theirs)
+    assert ours.started_at.isoformat() == "2026-01-02T03:04:05.678901+00:00"
