@@ -6,7 +6,7 @@ Prints:  Redis client connected to the server
     or:  Redis client not connected to the server: <error>   (exit 1)
 """
 
-from queuing_system.console import connected, run_once
+from queuing_system.console import arguments, connected, run_lesson
 from queuing_system.settings import connect
 
 
@@ -19,5 +19,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_once(main)
+    arguments(__doc__)
+    run_lesson(main)
     # Next: `redis-cli SET Holberton School`, then python 1_redis_op.py

@@ -1,18 +1,19 @@
 """Task 100 — seat reservations through a queue: never below zero, never oversold.
 
 Teaches: an API that only enqueues, a worker that does the (atomic) work, state shared in Redis.
-Run:     python 100_seat.py [--reset] [--verbose]
+Run:     python 100_seat.py [--reset]
          curl localhost:1245/available_seats; curl localhost:1245/reserve_seat; curl localhost:1245/process
+Serve:   python 100_seat.py --workers 4  (granian, four processes, each processing the queue after /process)
 Prints:  API available on localhost port 1245
          Seat reservation job <id> completed | Seat reservation job <id> failed: <message>
+HOST and PORT say where it listens (127.0.0.1, 1245; PORT=0 picks a free port).
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
-import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -22,11 +23,12 @@ from rq import get_current_job
 from rq.job import Job
 
 from queuing_system import events
-from queuing_system.console import REDIS_DOWN, backoff, not_connected, say, sigterm_as_interrupt
-from queuing_system.jobs import enqueue, job_queue, queue_connection
+from queuing_system.console import REDIS_DOWN, arguments, backoff, not_connected, run_lesson, say
+from queuing_system.jobs import enqueue, job_queue
 from queuing_system.keys import AVAILABLE_SEATS, SEAT_QUEUE
+from queuing_system.serving import add_server_options, on_exit, run_server
 from queuing_system.settings import connect, url_of
-from queuing_system.web import DEFAULT_PORT, json_app, serve
+from queuing_system.web import ServerBusyError, json_app, server_client
 from queuing_system.worker import BackgroundProcessing, configure_logging
 
 INITIAL_SEATS = 50
@@ -110,6 +112,8 @@ def seat_job_failed(job: Job, connection: redis.Redis, exc_type: type, exc_value
 
 # -- the API ---------------------------------------------------------------------------------
 
+SEATS_LOST = "Seat count lost: available_seats is missing from Redis. Restart the server with --reset to sell 50"
+
 
 def initialise_seats(client: redis.Redis, reset: bool) -> None:
     """50 seats on first start (or with --reset); a restart keeps what was sold. Waits for Redis."""
@@ -126,23 +130,32 @@ def initialise_seats(client: redis.Redis, reset: bool) -> None:
 
 
 def create_app(client: redis.Redis | None = None, *, reset: bool = False, verbose: bool = False) -> Flask:
-    """The seat API on `client` (default: a client for REDIS_URL)."""
-    client = client or connect()
+    """The seat API on `client` (default: a client for REDIS_URL, sized to this server process)."""
+    client = client or server_client()
     url = url_of(client)
     initialise_seats(client, reset)
-    queue = job_queue(SEAT_QUEUE, queue_connection(url))
+    queue = job_queue(SEAT_QUEUE, server_client(url, decode_responses=False))
     # Only the seat job runs here; its end is printed by the callbacks below, once it is stored.
     processing = BackgroundProcessing(SEAT_QUEUE, {TAKE_SEAT_JOB: take_one_seat},
                                       callbacks={SEAT_JOB_COMPLETED: seat_job_completed,
                                                  SEAT_JOB_FAILED: seat_job_failed}, url=url)
-    atexit.register(processing.stop)  # a server stopped any other way still finishes the job in hand
+    on_exit(processing.stop)  # however the server stops, the job in hand is finished; queued ones wait
     configure_logging(verbose)
     app = json_app(__name__)
     app.extensions["seat_processing"] = processing
+    lost = threading.Event()  # said once: the seat count vanished (a Redis restarted empty)
 
     @app.get("/available_seats")
     def available_seats():
-        return jsonify({"numberOfAvailableSeats": get_current_available_seats(client)})
+        seats = get_current_available_seats(client)
+        if seats is None:
+            # Never sell again what may have been sold: the count comes back only with --reset.
+            if not lost.is_set():
+                lost.set()
+                say(SEATS_LOST)
+            return jsonify(status=SEATS_LOST), 503
+        lost.clear()
+        return jsonify({"numberOfAvailableSeats": seats})
 
     @app.get("/reserve_seat")
     def reserve():
@@ -150,6 +163,8 @@ def create_app(client: redis.Redis | None = None, *, reset: bool = False, verbos
             return jsonify({"status": "Reservation are blocked"})
         try:
             enqueue(queue, TAKE_SEAT_JOB, on_success=SEAT_JOB_COMPLETED, on_failure=SEAT_JOB_FAILED)
+        except ServerBusyError:
+            raise  # every connection in use: a JSON 503 "busy" (Redis is fine)
         except REDIS_DOWN as error:
             not_connected(error)
             return jsonify({"status": "Reservation failed"})
@@ -163,21 +178,17 @@ def create_app(client: redis.Redis | None = None, *, reset: bool = False, verbos
     return app
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="The seat reservation API (Flask development server).")
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reset", action="store_true", help="start again from 50 available seats")
-    parser.add_argument("--verbose", action="store_true", help="log every request and RQ's worker log")
-    args = parser.parse_args()
-    sigterm_as_interrupt()
-    host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", DEFAULT_PORT))
-    try:
-        seat_app = create_app(reset=args.reset, verbose=args.verbose)
-        code = serve(seat_app, host, port, verbose=args.verbose)
-        seat_app.extensions["seat_processing"].stop()  # finish the job in hand; queued jobs stay queued
-    except KeyboardInterrupt:
-        code = 0
-    return code
+    add_server_options(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    # --reset happens once the port is bound (a server that cannot start changes nothing).
+    prepare = (lambda: initialise_seats(connect(), reset=True)) if args.reset else None
+    return run_server("100_seat:create_app", lambda: create_app(verbose=args.verbose), args, prepare=prepare)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    args = arguments(__doc__, options)
+    run_lesson(lambda: sys.exit(main(args)), interrupted_exit=0)

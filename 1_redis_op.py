@@ -7,7 +7,7 @@ Prints:  Redis client connected to the server / School / Reply: OK / 100
 
 import redis
 
-from queuing_system.console import connected, print_reply, run_once, say
+from queuing_system.console import arguments, connected, print_reply, run_lesson, say
 from queuing_system.settings import connect
 
 
@@ -33,5 +33,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_once(main)
+    arguments(__doc__)
+    run_lesson(main)
     # Next: python 2_redis_op_async.py — the same lesson with async/await.

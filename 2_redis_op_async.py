@@ -9,7 +9,7 @@ import asyncio
 
 import redis.asyncio
 
-from queuing_system.console import connected, print_reply, run_once, say
+from queuing_system.console import arguments, connected, print_reply, run_lesson, say
 from queuing_system.settings import connect_async
 
 
@@ -37,5 +37,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    run_once(lambda: asyncio.run(main()))
+    arguments(__doc__)
+    run_lesson(lambda: asyncio.run(main()))
     # Next: python 4_redis_advanced_op.py — hashes.

@@ -7,7 +7,7 @@ Prints:  Reply: 1 six times (Reply: 0 when the fields already exist), then the m
 
 import redis
 
-from queuing_system.console import connected, print_reply, run_once, say
+from queuing_system.console import arguments, connected, print_reply, run_lesson, say
 from queuing_system.keys import SCHOOL_HASH
 from queuing_system.settings import connect
 
@@ -43,5 +43,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_once(main)
+    arguments(__doc__)
+    run_lesson(main)
     # Next: pub/sub — python 5_subscriber.py in one terminal, python 5_publisher.py in another.

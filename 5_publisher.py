@@ -9,7 +9,7 @@ import asyncio
 
 import redis.asyncio
 
-from queuing_system.console import connected, run_once, say
+from queuing_system.console import arguments, connected, run_lesson, say
 from queuing_system.keys import SCHOOL_CHANNEL
 from queuing_system.settings import connect_async
 
@@ -39,4 +39,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    run_once(lambda: asyncio.run(main()))
+    arguments(__doc__)
+    run_lesson(lambda: asyncio.run(main()))

@@ -7,12 +7,11 @@ Prints:  the connected line, then each message on `holberton school channel`;
 If Redis goes away it says so on each failed attempt and reconnects by itself.
 """
 
-import sys
 import time
 
 import redis
 
-from queuing_system.console import REDIS_DOWN, backoff, connected, not_connected, say, sigterm_as_interrupt
+from queuing_system.console import REDIS_DOWN, arguments, backoff, connected, not_connected, run_lesson, say
 from queuing_system.keys import KILL_MESSAGE, SCHOOL_CHANNEL
 from queuing_system.settings import connect
 
@@ -47,9 +46,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sigterm_as_interrupt()
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit(0)  # stopping a long-running listener is not an error
+    arguments(__doc__)
+    run_lesson(main, interrupted_exit=0)  # stopping a long-running listener is not an error
     # Next: python 6_job_processor.py and python 6_job_creator.py — a job queue.

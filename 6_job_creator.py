@@ -2,15 +2,14 @@
 
 Teaches: putting a job on a queue and hearing back how it went.
 Run:     python 6_job_creator.py     (with python 6_job_processor.py running somewhere)
-         Options beyond the curriculum: --phone-number, --message, --attempts N, --delay S, --priority high|low
 Prints:  Notification job created: <id>
          then Notification job completed (or Notification job failed) when a processor is done with it.
+Beyond the curriculum: --phone-number, --message, --attempts N, --delay SECONDS, --priority high|low.
 """
 
 import argparse
-import sys
 
-from queuing_system.console import run_once, say
+from queuing_system.console import arguments, clean, run_lesson, say
 from queuing_system.events import JobEvent, JobEvents
 from queuing_system.jobs import (
     JobSettings,
@@ -22,10 +21,11 @@ from queuing_system.jobs import (
 )
 from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.notifications import first_invalid
+from queuing_system.settings import ConfigError
 
 JOB_DATA = {
-    "phoneNumber": "4153518780",
-    "message": "This is the code to verify your account",
+    "phoneNumber": "4153518743",
+    "message": "This is the code 4321 to verify your account",
 }
 
 
@@ -42,23 +42,25 @@ def create_job(data: dict, settings: JobSettings) -> None:
         events.on(job.id, JobEvent.COMPLETED, lambda _: say("Notification job completed"))
         events.on(job.id, JobEvent.FAILED, lambda _: say("Notification job failed"))
         events.on(job.id, JobEvent.FAILED_ATTEMPT,
-                  lambda error: say(f"Notification job {job.id} failed attempt: {error}"))
+                  lambda error: say(f"Notification job {job.id} failed attempt: {clean(error)}"))
         events.wait_until_ended([job.id])
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Create one push_notification_code job.")
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phone-number", default=JOB_DATA["phoneNumber"])
     parser.add_argument("--message", default=JOB_DATA["message"])
     add_job_options(parser)
-    args = parser.parse_args()
-    settings = job_settings(args, parser)
+
+
+def main(args: argparse.Namespace) -> None:
+    settings = job_settings(args)
     data = {"phoneNumber": args.phone_number, "message": args.message}
-
-    # Bad data is refused here, before anything is enqueued.
-    problem = first_invalid([data])
+    problem = first_invalid([data], numbered=False)  # bad data is refused here, before anything is enqueued
     if problem:
-        print(problem, file=sys.stderr)
-        sys.exit(2)
+        raise ConfigError(problem)
+    create_job(data, settings)
 
-    run_once(lambda: create_job(data, settings), interrupted_exit=0)  # Ctrl+C while waiting is a normal exit
+
+if __name__ == "__main__":
+    args = arguments(__doc__, options)
+    run_lesson(lambda: main(args), interrupted_exit=0)  # Ctrl+C while waiting for the job is a normal exit

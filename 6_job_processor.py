@@ -5,11 +5,10 @@ Run:     python 6_job_processor.py [--verbose]    (Ctrl+C to stop; the job in ha
 Prints:  Sending notification to <phone>, with message: <message>   for each job
 """
 
-import argparse
 import sys
 from typing import Any
 
-from queuing_system.console import say
+from queuing_system.console import arguments, run_lesson, say
 from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.notifications import validate_notification
 from queuing_system.worker import run_processor
@@ -26,8 +25,8 @@ def process_job(data: Any = None) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Process push_notification_code jobs.")
-    parser.add_argument("--verbose", action="store_true", help="show RQ's worker log")
-    args = parser.parse_args()
+    args = arguments(__doc__, lambda parser: parser.add_argument(
+        "--verbose", action="store_true", help="show RQ's worker log (and the tracebacks of failed jobs)"))
     # Only this function runs here: a job naming anything else fails without running.
-    sys.exit(run_processor(QUEUE_6, {PROCESS_6: process_job}, verbose=args.verbose))
+    run_lesson(lambda: sys.exit(run_processor(QUEUE_6, {PROCESS_6: process_job}, verbose=args.verbose)),
+               interrupted_exit=0)

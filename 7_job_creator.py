@@ -2,19 +2,18 @@
 
 Teaches: one creator, many jobs, and the events each job sends back.
 Run:     python 7_job_processor.py in one terminal, python 7_job_creator.py in another
-         Options beyond the curriculum: --jobs-file FILE (a JSON array), --attempts N, --delay S, --priority
 Prints:  Notification job created: <id>                 for each of the 11 jobs
          Notification job <id> <n>% complete           as a processor reports progress
          Notification job <id> completed | failed: <error>
+Beyond the curriculum: --jobs-file FILE (a JSON array), --attempts N, --delay SECONDS, --priority high|low.
 """
 
 import argparse
 import json
-import sys
 
 from rq.job import Job
 
-from queuing_system.console import run_once, say
+from queuing_system.console import arguments, clean, run_lesson, say
 from queuing_system.events import JobEvents
 from queuing_system.jobs import (
     JobSettings,
@@ -26,6 +25,7 @@ from queuing_system.jobs import (
 )
 from queuing_system.keys import PROCESS_7, QUEUE_7
 from queuing_system.notifications import first_invalid, follow_notification_job
+from queuing_system.settings import ConfigError
 
 JOBS = [
     {"phoneNumber": "4153518780", "message": "This is the code 1234 to verify your account"},
@@ -59,29 +59,38 @@ def create_jobs(jobs: list[dict], settings: JobSettings) -> None:
         events.wait_until_ended([job.id for job in created_jobs])
 
 
+MAX_JOBS = 100_000
+
+
 def load_jobs(path: str) -> list:
+    """The jobs of a --jobs-file; anything wrong with it is one line (exit 2)."""
     try:
         with open(path, encoding="utf-8") as file:
             jobs = json.load(file)
     except (OSError, ValueError) as error:
-        sys.exit(f"Cannot read jobs from {path}: {error}")
-    if not isinstance(jobs, list):
-        sys.exit(f"Cannot read jobs from {path}: expected a JSON array of jobs")
+        raise ConfigError(f"Cannot read jobs from {path}: {clean(error)}") from None
+    if not isinstance(jobs, list) or not jobs:
+        raise ConfigError(f"Cannot read jobs from {path}: expected a JSON array of jobs")
+    if len(jobs) > MAX_JOBS:
+        raise ConfigError(f"Cannot read jobs from {path}: {len(jobs)} jobs, at most {MAX_JOBS}")
     return jobs
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Create push_notification_code_2 jobs (the curriculum's 11).")
-    parser.add_argument("--jobs-file", help="a JSON array of {phoneNumber, message} instead of the 11")
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jobs-file", metavar="FILE",
+                        help=f"a JSON array of {{phoneNumber, message}} instead of the 11 (at most {MAX_JOBS})")
     add_job_options(parser)
-    args = parser.parse_args()
-    settings = job_settings(args, parser)
+
+
+def main(args: argparse.Namespace) -> None:
+    settings = job_settings(args)
     jobs = load_jobs(args.jobs_file) if args.jobs_file else JOBS
-
-    # Bad data is refused here, before anything is enqueued.
-    problem = first_invalid(jobs)
+    problem = first_invalid(jobs)  # bad data is refused here, before anything is enqueued
     if problem:
-        print(problem, file=sys.stderr)
-        sys.exit(2)
+        raise ConfigError(f"Cannot read jobs from {args.jobs_file}: {problem}" if args.jobs_file else problem)
+    create_jobs(jobs, settings)
 
-    run_once(lambda: create_jobs(jobs, settings), interrupted_exit=0)
+
+if __name__ == "__main__":
+    args = arguments(__doc__, options)
+    run_lesson(lambda: main(args), interrupted_exit=0)  # Ctrl+C while waiting for the jobs is a normal exit

@@ -1,22 +1,22 @@
 """Task 7 — a processor with progress, failures and two jobs at a time.
 
 Teaches: reporting progress, failing a job on purpose, processing concurrently.
-Run:     python 7_job_processor.py [--verbose]    (Ctrl+C to stop)
+Run:     python 7_job_processor.py [--verbose]    (Ctrl+C to stop; NOTIFICATION_SEND_MS=100 makes each send
+         take 100 ms, so you can watch two run at once)
 Prints:  Sending notification to <phone>, with message: <message>   for each number not blacklisted
 """
 
-import argparse
 import sys
 from typing import Any
 
 from rq import get_current_job
 from rq.job import Job
 
-from queuing_system.console import say
+from queuing_system.console import arguments, run_lesson, say
 from queuing_system.events import report_progress
 from queuing_system.jobs import no_retry
 from queuing_system.keys import PROCESS_7, QUEUE_7
-from queuing_system.notifications import simulate_sending, validate_notification
+from queuing_system.notifications import send_latency, simulate_sending, validate_notification
 from queuing_system.worker import run_processor
 
 BLACKLISTED_NUMBERS = ["4153518780", "4153518781"]
@@ -41,9 +41,13 @@ def process_job(data: Any = None) -> None:
     send_notification(phone_number, message, get_current_job())
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Process push_notification_code_2 jobs, two at a time.")
-    parser.add_argument("--verbose", action="store_true", help="show RQ's worker log")
-    args = parser.parse_args()
+def main(verbose: bool) -> int:
+    send_latency()  # NOTIFICATION_SEND_MS checked before anything runs
     # Two jobs at a time (Kue's concurrency 2: two worker processes); only this function runs here.
-    sys.exit(run_processor(QUEUE_7, {PROCESS_7: process_job}, concurrency=2, verbose=args.verbose))
+    return run_processor(QUEUE_7, {PROCESS_7: process_job}, concurrency=2, verbose=verbose)
+
+
+if __name__ == "__main__":
+    args = arguments(__doc__, lambda parser: parser.add_argument(
+        "--verbose", action="store_true", help="show RQ's worker log (and the tracebacks of failed jobs)"))
+    run_lesson(lambda: sys.exit(main(args.verbose)), interrupted_exit=0)

@@ -1,24 +1,23 @@
 """Task 9 — a stock API: list products, reserve one unit, never oversell.
 
 Teaches: Redis as the shared state behind an HTTP API, and one atomic step per reservation.
-Run:     python 9_stock.py [--verbose]          then: curl localhost:1245/list_products
-Serve:   gunicorn -c gunicorn.conf.py '9_stock:create_app()'   (several processes; see README)
+Run:     python 9_stock.py              then: curl localhost:1245/list_products
+Serve:   python 9_stock.py --workers 4  (granian, four processes: for real load)
 Prints:  API available on localhost port 1245
+HOST and PORT say where it listens (127.0.0.1, 1245; PORT=0 picks a free port).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
 import redis
 from flask import Flask, jsonify
 
-from queuing_system.console import sigterm_as_interrupt
+from queuing_system.console import arguments, run_lesson
 from queuing_system.keys import STOCK_RESERVED
-from queuing_system.settings import connect
-from queuing_system.web import DEFAULT_PORT, json_app, parse_id, serve
+from queuing_system.serving import add_server_options, run_server
+from queuing_system.web import json_app, parse_id, server_client
 
 LIST_PRODUCTS = [
     {"itemId": 1, "itemName": "Suitcase 250", "price": 50, "initialAvailableQuantity": 4},
@@ -53,8 +52,8 @@ def get_current_reserved_stock_by_id(client: redis.Redis, item_id: int) -> int:
 
 
 def create_app(client: redis.Redis | None = None) -> Flask:
-    """The stock API on `client` (default: a client for REDIS_URL)."""
-    client = client or connect()
+    """The stock API on `client` (default: a client for REDIS_URL, sized to this server process)."""
+    client = client or server_client()
     reserve_one_unit = client.register_script(RESERVE_ONE_UNIT)
     app = json_app(__name__)
 
@@ -86,9 +85,5 @@ def create_app(client: redis.Redis | None = None) -> Flask:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="The stock API (Flask development server).")
-    parser.add_argument("--verbose", action="store_true", help="log every request")
-    args = parser.parse_args()
-    sigterm_as_interrupt()
-    host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", DEFAULT_PORT))
-    sys.exit(serve(create_app(), host, port, verbose=args.verbose))
+    args = arguments(__doc__, add_server_options)
+    run_lesson(lambda: sys.exit(run_server("9_stock:create_app", create_app, args)), interrupted_exit=0)

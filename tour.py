@@ -169,7 +169,7 @@ def task_6(tour: Tour) -> str:
             code = processor.wait(20)
     tour.expect("6_job_creator.py", creator.lines, ["Notification job created: 1", "Notification job completed"])
     tour.expect("6_job_processor.py", processor.lines,
-                ["Sending notification to 4153518780, with message: This is the code to verify your account"])
+                ["Sending notification to 4153518743, with message: This is the code 4321 to verify your account"])
     if code != 0:
         raise Mismatch(f"6_job_processor.py exited {code} on Ctrl+C")
     return "created, sent, completed; clean stop"

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import NoReturn
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from queuing_system.settings import ConfigError, redis_url
 
 # What a lost connection looks like from redis-py.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
@@ -54,22 +60,52 @@ def sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def run_once(main: Callable[[], None], *, interrupted_exit: int = 130) -> None:
-    """Run a one-shot lesson: Redis down is one line and exit 1, Ctrl+C no traceback.
+def arguments(doc: str | None, configure: Callable[[argparse.ArgumentParser], None] | None = None,
+              argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """A lesson's command line: `--help` prints its docstring (what it teaches, how to run it, what it
+    prints) without touching Redis; an argument it does not know is refused (one line, exit 2)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if configure is not None:
+        configure(parser)
+    return parser.parse_args(argv)
 
-    A script whose Ctrl+C is the normal way to leave (a creator waiting for
-    its jobs) passes `interrupted_exit=0` and leaves silently.
+
+def run_lesson(main: Callable[[], object], *, interrupted_exit: int = 130) -> NoReturn:
+    """Run a lesson's main and turn every way it can end into one line and an exit code:
+
+    - a malformed setting (REDIS_URL without a scheme, PORT=abc, …): the setting and what is wrong, exit 2;
+    - Redis unreachable (a one-shot lesson): `Redis client not connected to the server: …`, exit 1;
+    - Ctrl+C / SIGTERM: quiet. `interrupted_exit` is 130 (and `Interrupted` on stderr) for one-shot
+      lessons, 0 for those whose Ctrl+C is the normal way out (servers, processors, a waiting creator);
+    - anything unexpected: one line naming it, exit 1 (the traceback with QUEUING_DEBUG=1).
     """
     sigterm_as_interrupt()
     try:
         main()
+    except ConfigError as error:
+        print(error, file=sys.stderr, flush=True)
+        sys.exit(2)
     except REDIS_DOWN as error:
         not_connected(error)
+        sys.exit(1)
+    except ResponseError as error:
+        if "DB index is out of range" in str(error):
+            print(f"REDIS_URL={redis_url()!r}: that database does not exist on this server ({error})",
+                  file=sys.stderr, flush=True)
+            sys.exit(2)
+        not_connected(error)  # the server refused us (a password it wants, say)
         sys.exit(1)
     except KeyboardInterrupt:
         if interrupted_exit:
             print("Interrupted", file=sys.stderr, flush=True)
         sys.exit(interrupted_exit)
+    except Exception as error:
+        if os.environ.get("QUEUING_DEBUG"):
+            raise
+        print(f"Unexpected error: {type(error).__name__}: {clean(error)} (QUEUING_DEBUG=1 shows where)",
+              file=sys.stderr, flush=True)
+        sys.exit(1)
+    sys.exit(0)
 
 
 def backoff(first: float = 0.1, cap: float = 5.0) -> Iterator[float]:

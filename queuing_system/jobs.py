@@ -70,7 +70,8 @@ class JobSettings:
     def retry(self) -> Retry | None:
         if self.attempts <= 1:
             return None
-        return Retry(max=self.attempts - 1, interval=[self.backoff * 2**n for n in range(self.attempts - 1)])
+        return Retry(max=self.attempts - 1,
+                     interval=[min(self.backoff * 2**n, MAX_BACKOFF) for n in range(self.attempts - 1)])
 
 
 def queue_connection(url: str | None = None) -> redis.Redis:
@@ -258,18 +259,34 @@ def no_retry(error: Exception) -> Exception:
 # -- the creators' command line ----------------------------------------------------------------
 
 
+MAX_ATTEMPTS = 20
+MAX_DELAY = 30 * 24 * 3600  # thirty days
+MAX_BACKOFF = 3600  # no wait between two attempts is longer than an hour
+
+
+def bounded(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number within bounds (argparse turns the ValueError into one line)."""
+
+    def number(raw: str) -> int:
+        if not raw.strip().lstrip("-").isdigit() or not minimum <= int(raw) <= maximum:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {minimum} to {maximum}, got {raw!r}")
+        return int(raw)
+
+    return number
+
+
 def add_job_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--attempts", type=int, default=1, metavar="N",
-                        help="try a failing job up to N times, with exponential backoff (default 1)")
-    parser.add_argument("--delay", type=int, default=0, metavar="SECONDS",
-                        help="hold the job back this long before it may run (default 0)")
+    parser.add_argument("--attempts", type=bounded(1, MAX_ATTEMPTS), default=1, metavar="N",
+                        help=f"try a failing job up to N times (1 to {MAX_ATTEMPTS}), waiting QUEUING_RETRY_BACKOFF "
+                             f"seconds before the first retry, then twice as long each time, at most an hour "
+                             f"(default 1)")
+    parser.add_argument("--delay", type=bounded(0, MAX_DELAY), default=0, metavar="SECONDS",
+                        help=f"hold the jobs back this long before they may run (0 to {MAX_DELAY}, thirty days; "
+                             f"default 0)")
     parser.add_argument("--priority", choices=[p.value for p in Priority], default=Priority.NORMAL.value,
                         help="high jobs are served before normal, normal before low (default normal)")
 
 
-def job_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> JobSettings:
-    if args.attempts < 1:
-        parser.error("--attempts must be at least 1")
-    if args.delay < 0:
-        parser.error("--delay cannot be negative")
+def job_settings(args: argparse.Namespace) -> JobSettings:
+    """The options as JobSettings (a bad QUEUING_JOB_TIMEOUT or QUEUING_RETRY_BACKOFF: ConfigError)."""
     return JobSettings(attempts=args.attempts, delay=args.delay, priority=Priority(args.priority))

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 import redis
 from rq.utils import as_text
 
-from queuing_system.console import REDIS_DOWN, backoff, clean, not_connected, run_once, say, sigterm_as_interrupt
+from queuing_system.console import REDIS_DOWN, arguments, backoff, clean, not_connected, run_lesson, say
 from queuing_system.jobs import queue_connection
 
 COLUMNS = ("queued", "started", "scheduled", "deferred", "finished", "failed")
@@ -87,7 +87,6 @@ def snapshot(connection: redis.Redis) -> list[str]:
 
 def watch(interval: float) -> None:
     """A snapshot every `interval` seconds, ridden through Redis going away."""
-    sigterm_as_interrupt()
     in_place = sys.stdout.isatty()
     drawn = 0
     delays = backoff()
@@ -108,18 +107,27 @@ def watch(interval: float) -> None:
         time.sleep(interval)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m queuing_system.monitor", description=__doc__.splitlines()[0])
-    parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between snapshots (default 1)")
-    args = parser.parse_args(argv)
-    if args.once:
-        run_once(lambda: say("\n".join(snapshot(queue_connection()))))
-        return
+def interval(raw: str) -> float:
     try:
-        watch(args.interval)
-    except KeyboardInterrupt:
-        sys.exit(0)
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0.1 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0.1 to 3600, got {raw!r}")
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.prog = "python -m queuing_system.monitor"
+        parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
+        parser.add_argument("--interval", type=interval, default=1.0,
+                            help="seconds between snapshots (0.1 to 3600, default 1)")
+
+    args = arguments(__doc__, options, argv)
+    if args.once:
+        run_lesson(lambda: say("\n".join(snapshot(queue_connection()))))
+    run_lesson(lambda: watch(args.interval), interrupted_exit=0)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import redis
 import redis.asyncio
@@ -47,15 +48,63 @@ def env_float(name: str, default: float, minimum: float, maximum: float) -> floa
 
 
 def redis_url(env: Mapping[str, str] | None = None) -> str:
-    """`REDIS_URL`; else the seed's `REDIS_HOST`/`REDIS_PORT`/`REDIS_PASSWORD`; else the default."""
+    """`REDIS_URL`; else the seed's `REDIS_HOST`/`REDIS_PORT`/`REDIS_PASSWORD`; else the default.
+
+    A malformed address is a ConfigError naming the variable (a URL without its scheme is the
+    most natural mistake: `127.0.0.1:6379` must be `redis://127.0.0.1:6379/0`).
+    """
     env = os.environ if env is None else env
     if env.get("REDIS_URL"):
-        return env["REDIS_URL"]
+        return check_redis_url(env["REDIS_URL"])
     host, port, password = env.get("REDIS_HOST"), env.get("REDIS_PORT"), env.get("REDIS_PASSWORD")
     if not (host or port or password):
         return DEFAULT_REDIS_URL
+    if host is not None and not _HOST.fullmatch(host):
+        raise ConfigError(f"REDIS_HOST={host!r}: expected a host name or address")
+    if port:
+        _port_number("REDIS_PORT", port, minimum=1)
     auth = f":{quote(password, safe='')}@" if password else ""
-    return f"redis://{auth}{host or '127.0.0.1'}:{port or 6379}/0"
+    return f"redis://{auth}{_bracketed(host or '127.0.0.1')}:{port or 6379}/0"
+
+
+_HOST = re.compile(r"[A-Za-z0-9._:%-]{1,255}")
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _port_number(name: str, raw: str, minimum: int = 0) -> int:
+    if not raw.strip().isdigit() or not minimum <= int(raw) <= 65535:
+        raise ConfigError(f"{name}={raw!r}: expected a port number from {minimum} to 65535")
+    return int(raw)
+
+
+def check_redis_url(url: str) -> str:
+    """`url` if it is a Redis address redis-py can use, else a ConfigError saying what is wrong."""
+    problem = f"REDIS_URL={url!r}:"
+    example = "redis://127.0.0.1:6379/0"
+    if "://" not in url:
+        raise ConfigError(f"{problem} no scheme; expected something like {example}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # out of range or not a number: ValueError
+    except ValueError as error:
+        raise ConfigError(f"{problem} {error}; expected something like {example}") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{problem} scheme {parts.scheme!r} is not redis://, rediss:// or unix://")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"{problem} expected the socket's path, like unix:///run/redis.sock")
+        return url
+    if not parts.hostname:
+        raise ConfigError(f"{problem} no host; expected something like {example}")
+    if port == 0:
+        raise ConfigError(f"{problem} port 0 is not a port Redis listens on")
+    database = parts.path.lstrip("/")
+    if database and not (database.isdigit() and int(database) < 2**31):
+        raise ConfigError(f"{problem} database {database!r} is not a number (the path is /0, /1, …)")
+    return url
 
 
 def connect(
@@ -63,19 +112,21 @@ def connect(
     *,
     decode_responses: bool = True,
     retries: int = 2,
-    socket_timeout: float | None = 5.0,
+    socket_timeout: float | None = 3.0,
 ) -> redis.Redis:
     """A client for `url` (default: `redis_url()`).
 
     A few quick retries ride out a blip; anything longer surfaces as
     `redis.exceptions.ConnectionError` so the caller can say so in one line.
+    A server that accepts the connection and never answers is an error after
+    `socket_timeout` seconds (per attempt), never a silent hang.
     RQ needs `decode_responses=False`; the lessons print text, so they decode.
     """
     return redis.Redis.from_url(
         url or redis_url(),
         decode_responses=decode_responses,
         socket_timeout=socket_timeout,
-        socket_connect_timeout=5.0,
+        socket_connect_timeout=3.0,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
     )
 
@@ -87,16 +138,21 @@ def connect_async(url: str | None = None, *, retries: int = 2) -> redis.asyncio.
     return redis.asyncio.Redis.from_url(
         url or redis_url(),
         decode_responses=True,
-        socket_timeout=5.0,
-        socket_connect_timeout=5.0,
+        socket_timeout=3.0,
+        socket_connect_timeout=3.0,
         retry=AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
     )
 
 
 def url_of(client: redis.Redis) -> str:
     """The redis:// URL a client talks to (to open a twin connection with other options)."""
-    kwargs = client.connection_pool.connection_kwargs
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
     password = kwargs.get("password")
     user = kwargs.get("username") or ""
     auth = f"{quote(user, safe='')}:{quote(password, safe='')}@" if password else ""
-    return f"redis://{auth}{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    if issubclass(pool.connection_class, redis.UnixDomainSocketConnection):
+        return f"unix://{auth}{kwargs['path']}?db={kwargs.get('db', 0)}"
+    scheme = "rediss" if issubclass(pool.connection_class, redis.SSLConnection) else "redis"
+    host = _bracketed(kwargs.get("host", "127.0.0.1"))
+    return f"{scheme}://{auth}{host}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"

@@ -1,35 +1,70 @@
-"""What both Flask servers (9_stock, 100_seat) share: JSON-only errors, Redis-down answers, serving.
+"""What both Flask apps (9_stock, 100_seat) share: every answer JSON, and Redis connections sized to the server.
 
-Every answer is JSON: unknown routes and methods get a JSON 404/405, a Redis
-that is away gets a JSON 503 (and the not-connected line on the console; the
-client reconnects by itself on a later request), and anything unexpected a JSON
-500 — never an HTML page, never a traceback on the console.
+Every answer is JSON: unknown routes and methods get a JSON 404/405, OPTIONS a
+JSON 200 with its Allow header, a Redis that is away a JSON 503 (and the
+not-connected line on the console; the client reconnects by itself on a later
+request), a server whose every connection is busy a JSON 503 saying so (no
+console line: Redis is fine), and anything unexpected a JSON 500 — never an
+HTML page, never a traceback on the console. How the apps are served is
+`serving.py`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import re
-import socket
-import sys
 from typing import Any
 
-from flask import Flask, Response, jsonify
+import redis
+from flask import Flask, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
+from redis.exceptions import ConnectionError as RedisConnectionError
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import make_server
 
-from queuing_system.console import REDIS_DOWN, not_connected, say
+from queuing_system.console import REDIS_DOWN, not_connected
+from queuing_system.settings import connect, env_int
 
 DEFAULT_PORT = 1245
-# A product or job id in a URL: a positive decimal integer of sane length, nothing else
-# (the original's parseInt also took "1.5" as 1 and "2abc" as 2).
-ID_PATTERN = re.compile(r"[1-9][0-9]{0,8}")
+# A product id in a URL, as the original's parseInt read it: digits, leading zeros too ("01" is 1),
+# of sane length. Anything else ("1.5", "2abc", "-1") is an id of no product.
+ID_PATTERN = re.compile(r"[0-9]{1,12}")
+# How long a request waits for a free Redis connection before it is answered "busy".
+CONNECTION_WAIT = 5.0
 
 
 def parse_id(raw: str) -> int | None:
     return int(raw) if ID_PATTERN.fullmatch(raw) else None
+
+
+class ServerBusyError(RedisConnectionError):
+    """Every Redis connection of this server process stayed in use for CONNECTION_WAIT seconds."""
+
+
+class _BoundedPool(redis.BlockingConnectionPool):
+    """redis-py's blocking pool, saying "busy" rather than the ConnectionError it shares with "Redis is down"."""
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().get_connection(*args, **kwargs)
+        except RedisConnectionError as error:
+            if str(error) == "No connection available.":  # redis-py's words for a wait that timed out
+                raise ServerBusyError("every Redis connection of this server is in use") from None
+            raise
+
+
+def request_threads() -> int:
+    """How many requests a server process serves at once (the serving command sets it for its workers)."""
+    return env_int("QUEUING_SERVER_THREADS", 32, 1, 1024)
+
+
+def server_client(url: str | None = None, *, decode_responses: bool = True) -> redis.Redis:
+    """A client for a server process: one connection per request thread (so none waits for one),
+    at most a few more; past that a request waits CONNECTION_WAIT seconds, then is answered busy."""
+    base = connect(url, decode_responses=decode_responses)
+    pool = _BoundedPool(max_connections=request_threads() + 4, timeout=CONNECTION_WAIT,
+                        connection_class=base.connection_pool.connection_class,
+                        **base.connection_pool.connection_kwargs)
+    base.connection_pool.disconnect()
+    return redis.Redis(connection_pool=pool)
 
 
 class ExpressJSON(DefaultJSONProvider):
@@ -44,56 +79,46 @@ class ExpressJSON(DefaultJSONProvider):
         return self._app.response_class(body, mimetype=self.mimetype)
 
 
+def _answer(status: str, code: int, **headers: str) -> Response:
+    response = jsonify(status=status)
+    response.status_code = code
+    response.headers.update(headers)
+    return response
+
+
 def json_app(name: str) -> Flask:
-    """A Flask app that answers JSON, for errors too."""
+    """A Flask app that answers JSON, for errors and OPTIONS too, and routes `/x/` like `/x` (as Express)."""
     app = Flask(name)
     app.json = ExpressJSON(app)
+    app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False  # werkzeug would redirect `//` with an HTML body; Express answers 404
+
+    @app.after_request
+    def options_as_json(response: Response) -> Response:
+        if request.method == "OPTIONS" and response.mimetype != "application/json":
+            return _answer("OK", 200, Allow=response.headers.get("Allow", ""))
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        response = jsonify(status=error.name)
-        response.status_code = error.code or 500
+        response = _answer(error.name, error.code or 500)
         if error.code == 405 and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
+
+    @app.errorhandler(ServerBusyError)
+    def busy(error: ServerBusyError):
+        return _answer("Server busy, try again shortly", 503, **{"Retry-After": "1"})
 
     @app.errorhandler(REDIS_DOWN[0])
     @app.errorhandler(REDIS_DOWN[1])
     def redis_down(error: Exception):
         not_connected(error)
-        response = jsonify(status="Redis unavailable, try again shortly")
-        response.status_code = 503
-        response.headers["Retry-After"] = "1"
-        return response
+        return _answer("Redis unavailable, try again shortly", 503, **{"Retry-After": "1"})
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):
         app.logger.error("unexpected error: %s: %s", type(error).__name__, error)
-        response = jsonify(status="Internal Server Error")
-        response.status_code = 500
-        return response
+        return _answer("Internal Server Error", 500)
 
     return app
-
-
-def serve(app: Flask, host: str, port: int, verbose: bool = False) -> int:
-    """Flask's development server, threaded; Ctrl+C/SIGTERM stop it. Returns an exit code."""
-    if not verbose:
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # request log only with --verbose
-    try:
-        # Bind here, not in werkzeug: its own "address in use" path prints a paragraph and exits.
-        listener = socket.create_server((host, port), reuse_port=False, backlog=1024)
-    except OSError as error:
-        reason = os.strerror(error.errno) if error.errno else str(error)
-        print(f"Cannot listen on {host}:{port}: {reason}", file=sys.stderr, flush=True)
-        return 1
-    with listener:
-        server = make_server(host, port, app, threaded=True, fd=listener.fileno())  # takes a duplicate
-    say(f"API available on localhost port {server.port}")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0

@@ -31,6 +31,7 @@ import redis
 from queuing_system.console import REDIS_DOWN, backoff, not_connected
 from queuing_system.jobs import queue_connection
 from queuing_system.processor import Processor, ProcessorSettings
+from queuing_system.settings import redis_url
 
 # A worker process that keeps dying is replaced at most this often before the processor gives up.
 RESPAWNS_PER_MINUTE = 10
@@ -123,7 +124,9 @@ def run_processor(
 ) -> int:
     """The body of a `*_job_processor.py`: `concurrency` workers on `base_queue`; returns an exit code."""
     configure_logging(verbose)
-    settings = ProcessorSettings()  # a bad QUEUING_* setting is refused here, before any worker starts
+    # Malformed settings are refused here (ConfigError), before any worker starts.
+    settings = ProcessorSettings()
+    url = url or redis_url()
     try:
         if concurrency == 1:
             return serve(base_queue, functions, url=url, burst=burst, settings=settings)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from queuing_system.console import arguments
+
 seat = import_module("100_seat")
 take_one_seat = seat.take_one_seat
 
@@ -20,4 +22,4 @@ def take_one_seat_slowly() -> int:
 seat.take_one_seat = take_one_seat_slowly  # what the server's processor offers as the seat job
 
 if __name__ == "__main__":
-    sys.exit(seat.main())
+    sys.exit(seat.main(arguments(seat.__doc__, seat.options)))

@@ -18,7 +18,7 @@ from tests.jobs_for_tests import HOLD, STARTED_KEY
 
 JOBS_7 = import_module("7_job_creator").JOBS
 BLACKLISTED = {"4153518780", "4153518781"}
-SENDING_6 = "Sending notification to 4153518780, with message: This is the code to verify your account"
+SENDING_6 = "Sending notification to 4153518743, with message: This is the code 4321 to verify your account"
 
 
 

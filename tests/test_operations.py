@@ -246,7 +246,8 @@ def test_a_second_signal_hands_the_job_back(redis_url, rq_connection, r, attempt
         ("6_job_creator.py", ["--phone-number", ""],
          "Invalid job data: phoneNumber must be a non-empty string, got ''"),
         ("6_job_creator.py", ["--message", "  "], "Invalid job data: message must be a non-empty string, got '  '"),
-        ("6_job_creator.py", ["--attempts", "0"], "6_job_creator.py: error: --attempts must be at least 1"),
+        ("6_job_creator.py", ["--attempts", "0"],
+         "6_job_creator.py: error: argument --attempts: expected a whole number from 1 to 20, got '0'"),
     ],
 )
 def test_the_creator_refuses_bad_data_before_enqueueing(redis_url, rq_connection, script, args, error) -> None:
@@ -260,5 +261,6 @@ def test_the_7_creator_refuses_a_bad_jobs_file(redis_url, rq_connection, tmp_pat
     jobs = tmp_path / "jobs.json"
     jobs.write_text(json.dumps([{"phoneNumber": "4153518780", "message": "ok"}, {"phoneNumber": 4153518781}]))
     code, lines, stderr = run_script("7_job_creator.py", ["--jobs-file", str(jobs)])
-    assert (code, lines, stderr.strip()) == (2, [], "job 2: Invalid job data: missing message")
+    assert (code, lines) == (2, [])
+    assert stderr.strip() == f"Cannot read jobs from {jobs}: job 2: Invalid job data: missing message"
     assert job_queue(QUEUE_7, rq_connection).count == 0
