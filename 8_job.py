@@ -3,7 +3,8 @@
 Teaches: putting queue logic in a function that a test can drive.
 Use:     from importlib import import_module
          create_push_notifications_jobs = import_module("8_job").create_push_notifications_jobs
-Test:    pytest tests/test_8_job.py      (no Redis server needed: the queue lives on fakeredis)
+Test:    pytest tests/test_8_job.py -s   (no Redis server needed: the queue lives on fakeredis;
+                                          -s shows the lines it prints)
 """
 
 from __future__ import annotations
@@ -42,3 +43,11 @@ def create_push_notifications_jobs(
 
     # Consecutive ids reserved at once, the jobs written in a few round trips.
     return enqueue_many(job_queue(QUEUE_8, queue.connection), PROCESS_7, jobs, created=created)
+
+
+if __name__ == "__main__":
+    from queuing_system.console import arguments
+
+    arguments(__doc__)
+    say("8_job.py holds create_push_notifications_jobs(); it is not run by itself. Its tests are the lesson:")
+    say("    pytest tests/test_8_job.py -s      (-s shows the lines it prints: Notification job created: 1, …)")

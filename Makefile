@@ -1,17 +1,19 @@
 # Two commands on a fresh machine (only Python >= 3.10 and make needed):
 #   make demo   - the tour: every task, on its own embedded Redis
-#   make test   - lint and the whole test suite
+#   make test   - lint and the whole test suite (fault injection included)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 TASK   ?=
 
-.PHONY: demo test lint format coverage clean
+.PHONY: demo test quick lint format coverage redis dashboard clean
 
 $(STAMP): requirements.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "Could not create a virtualenv: install Python's venv module (Debian/Ubuntu: apt install python3-venv)"; exit 1; }
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@test -x $(PY) || { echo "Creating $(VENV) (the first time only)..."; \
+		$(PYTHON) -m venv $(VENV) || { echo "Could not create a virtualenv: install Python's venv module (Debian/Ubuntu: apt install python3-venv)"; exit 1; }; }
+	@echo "Installing requirements.txt into $(VENV) (about 30 s the first time)..."
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $@
 
 demo: $(STAMP)
@@ -20,6 +22,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+quick: $(STAMP)  # everything but the slow fault-injection tests
+	$(PY) -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -30,6 +35,12 @@ format: $(STAMP)
 
 coverage: $(STAMP)
 	$(PY) -m pytest --cov --cov-report=term-missing
+
+redis: $(STAMP)  # a Redis for running the lessons by hand (Ctrl+C stops it)
+	@$(PY) -m queuing_system.redis_server
+
+dashboard: $(STAMP)  # the web dashboard, on http://127.0.0.1:9181
+	@$(PY) -m queuing_system.dashboard
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov

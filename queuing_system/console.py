@@ -67,6 +67,8 @@ def arguments(doc: str | None, configure: Callable[[argparse.ArgumentParser], No
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if configure is not None:
         configure(parser)
+        if parser.usage is None and not parser._subparsers:
+            parser.usage = "%(prog)s [options]"  # one line: the options are listed below it (and by --help)
     return parser.parse_args(argv)
 
 

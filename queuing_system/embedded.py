@@ -48,11 +48,13 @@ def free_port() -> int:
 class EmbeddedRedis:
     """`with EmbeddedRedis() as server: server.url` — a real Redis for as long as the block."""
 
-    def __init__(self, port: int | None = None, binary: str | None = None, *, persistent: bool = False) -> None:
+    def __init__(self, port: int | None = None, binary: str | None = None, *, persistent: bool = False,
+                 host: str = "127.0.0.1") -> None:
         self.binary = binary or find_redis_server()
         self.port = port or free_port()
+        self.host = host
         self.persistent = persistent  # keep an append-only file, so a restart loses nothing (tests of restarts)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://{'[::1]' if host == '::1' else host}:{self.port}/0"
         self._dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -64,7 +66,7 @@ class EmbeddedRedis:
             [
                 self.binary,
                 "--port", str(self.port),
-                "--bind", "127.0.0.1",
+                "--bind", self.host,
                 "--save", "",
                 "--appendonly", "yes" if self.persistent else "no",
                 "--dir", str(self._dir),
@@ -82,7 +84,7 @@ class EmbeddedRedis:
         return self
 
     def _wait_until_ready(self, timeout: float) -> None:
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, retry=None)
+        client = redis.Redis(host=self.host, port=self.port, socket_timeout=1, retry=None)
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -100,6 +102,9 @@ class EmbeddedRedis:
                     time.sleep(0.02)
         finally:
             client.close()
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def kill(self) -> None:
         """Stop the server process only (its port and dir stay, so `start()` brings it back)."""

@@ -31,7 +31,7 @@ import redis
 from queuing_system.console import REDIS_DOWN, backoff, not_connected
 from queuing_system.jobs import queue_connection
 from queuing_system.processor import Processor, ProcessorSettings
-from queuing_system.settings import redis_url
+from queuing_system.settings import connect, redis_url
 
 # A worker process that keeps dying is replaced at most this often before the processor gives up.
 RESPAWNS_PER_MINUTE = 10
@@ -67,14 +67,16 @@ def wait_for_redis(url: str | None, stopped: threading.Event) -> redis.Redis | N
     for delay in backoff():
         if stopped.is_set():
             return None
-        connection = queue_connection(url)
+        # A quick check first (one try, a 3 s limit): a silent or wrong server is said at once, not waited on.
+        probe = connect(url, decode_responses=False, retries=0)
         try:
-            connection.ping()
-            return connection
+            probe.ping()
+            return queue_connection(url)
         except REDIS_DOWN as error:
             not_connected(error)
-            connection.close()
             stopped.wait(delay)
+        finally:
+            probe.close()
     return None  # pragma: no cover - backoff() never ends
 
 

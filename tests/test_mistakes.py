@@ -1,0 +1,234 @@
+"""Every mistake gets one clear line: bad settings and options, --help everywhere, job data that
+slips through, a silent or wrong server, and the commands for running the lessons by hand."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import time
+
+import pytest
+import redis
+
+from queuing_system.embedded import free_port
+from queuing_system.events import JobEvent, JobEvents
+from queuing_system.jobs import enqueue, job_queue
+from queuing_system.keys import PROCESS_6, QUEUE_6
+from queuing_system.processes import ScriptProcess, run_script
+from tests.job_helpers import FAST, eventually, fetch
+
+SCRIPTS = ["0_redis_client.py", "1_redis_op.py", "2_redis_op_async.py", "4_redis_advanced_op.py", "5_publisher.py",
+           "5_subscriber.py", "6_job_creator.py", "6_job_processor.py", "7_job_creator.py", "7_job_processor.py",
+           "8_job.py", "9_stock.py", "100_seat.py"]
+COMMANDS = ["queuing_system.monitor", "queuing_system.dead_letters", "queuing_system.redis_server",
+            "queuing_system.redis_cli", "queuing_system.dashboard"]
+
+
+class CountingListener:
+    """A port where something listens and counts who connects (and never answers)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.socket.getsockname()[1]}/0"
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.connections.append(self.socket.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.socket.close()
+        for connection in self.connections:
+            connection.close()
+
+
+@pytest.fixture
+def listener():
+    counting = CountingListener()
+    yield counting
+    counting.close()
+
+
+def target(name: str) -> tuple[str, list[str]]:
+    return (name, []) if name.endswith(".py") else ("-m", [name])
+
+
+@pytest.mark.parametrize("name", SCRIPTS + COMMANDS)
+def test_help_answers_without_touching_redis(name, listener) -> None:
+    script, args = target(name)
+    code, lines, stderr = run_script(script, [*args, "--help"], env={"REDIS_URL": listener.url}, timeout=20)
+    assert (code, stderr) == (0, "")
+    assert lines[0].startswith("usage: ")
+    assert len(lines) > 3  # what it teaches or does, how to run it
+    assert listener.connections == []
+
+
+@pytest.mark.parametrize("name", [name for name in SCRIPTS + COMMANDS if name != "queuing_system.redis_cli"])
+def test_unknown_arguments_are_refused_without_touching_redis(name, listener) -> None:
+    script, args = target(name)
+    code, lines, stderr = run_script(script, [*args, "--no-such-option"], env={"REDIS_URL": listener.url}, timeout=20)
+    assert (code, lines) == (2, [])
+    assert "unrecognized arguments: --no-such-option" in stderr.splitlines()[-1]
+    assert listener.connections == []
+
+
+BATTERY = [
+    # (script and arguments, settings, the start of the one line it prints)
+    (["0_redis_client.py"], {"REDIS_URL": "127.0.0.1:6379"}, "REDIS_URL='127.0.0.1:6379': no scheme"),
+    (["1_redis_op.py"], {"REDIS_URL": "http://127.0.0.1:6379/0"}, "REDIS_URL='http://127.0.0.1:6379/0': scheme"),
+    (["2_redis_op_async.py"], {"REDIS_URL": "redis://127.0.0.1:99999/0"}, "REDIS_URL='redis://127.0.0.1:99999/0'"),
+    (["4_redis_advanced_op.py"], {"REDIS_URL": "redis://[::1"}, "REDIS_URL='redis://[::1': Invalid IPv6 URL"),
+    (["5_publisher.py"], {"REDIS_URL": "{live}/99"}, "REDIS_URL='{live}/99': that database does not exist"),
+    (["5_subscriber.py"], {"REDIS_URL": "{live}/abc"}, "REDIS_URL='{live}/abc': database 'abc' is not a number"),
+    (["6_job_creator.py"], {"REDIS_URL": "", "REDIS_PORT": "abc"}, "REDIS_PORT='abc': expected a port number"),
+    (["6_job_processor.py"], {"QUEUING_DEQUEUE_TIMEOUT": "x"}, "QUEUING_DEQUEUE_TIMEOUT='x': expected a whole number"),
+    (["7_job_creator.py"], {"QUEUING_JOB_TIMEOUT": "abc"}, "QUEUING_JOB_TIMEOUT='abc': expected a whole number"),
+    (["7_job_processor.py"], {"REDIS_URL": "nonsense"}, "REDIS_URL='nonsense': no scheme"),
+    (["7_job_processor.py"], {"NOTIFICATION_SEND_MS": "abc"}, "NOTIFICATION_SEND_MS='abc': expected a number"),
+    (["9_stock.py"], {"PORT": "abc"}, "PORT='abc': expected a port number"),
+    (["9_stock.py"], {"HOST": "nosuchhost.invalid"}, "HOST='nosuchhost.invalid': no such address"),
+    (["100_seat.py"], {"PORT": "99999"}, "PORT='99999': expected a port number"),
+    (["-m", "queuing_system.monitor"], {"REDIS_URL": "localhost"}, "REDIS_URL='localhost': no scheme"),
+    (["-m", "queuing_system.monitor", "--interval", "0"], {}, "usage: python -m queuing_system.monitor"),
+    (["6_job_creator.py", "--attempts", "100000"], {}, "usage: 6_job_creator.py"),
+    (["7_job_creator.py", "--attempts", "99999999999999999999"], {}, "usage: 7_job_creator.py"),
+    (["6_job_creator.py", "--delay", "1000000000000000"], {}, "usage: 6_job_creator.py"),
+    (["7_job_creator.py", "--delay", "99999999999"], {}, "usage: 7_job_creator.py"),
+    (["6_job_creator.py", "--message", "two\nlines"], {}, "Invalid job data: message must be one line of text"),
+    (["6_job_creator.py", "--phone-number", "\x1b[31m"], {}, "Invalid job data: phoneNumber must be one line"),
+]
+
+
+@pytest.mark.parametrize(("command", "settings", "first_line"), BATTERY, ids=lambda value: str(value)[:40])
+def test_a_bad_setting_or_option_is_one_line_and_exit_2(redis_url, command, settings, first_line) -> None:
+    live = redis_url.rsplit("/", 1)[0]
+    env = {name: value.replace("{live}", live) for name, value in settings.items()}
+    started = time.monotonic()
+    code, lines, stderr = run_script(command[0], command[1:], env=env, timeout=20)
+    assert time.monotonic() - started < 20
+    assert code == 2
+    printed = lines + stderr.splitlines()
+    assert 1 <= len(printed) <= 3
+    assert printed[0].startswith(first_line.replace("{live}", live))
+    assert "Traceback" not in stderr
+
+
+def test_a_server_that_never_answers_is_the_not_connected_line(listener) -> None:
+    started = time.monotonic()
+    code, lines, stderr = run_script("0_redis_client.py", env={"REDIS_URL": listener.url}, timeout=30)
+    assert time.monotonic() - started < 20
+    assert code == 1
+    assert len(lines) == 1
+    assert lines[0].startswith("Redis client not connected to the server: Timeout")
+    assert stderr == ""
+
+
+def test_tls_to_a_plain_server_is_said_not_hung(redis_url) -> None:
+    tls = redis_url.replace("redis://", "rediss://")
+    with ScriptProcess("7_job_processor.py", env={"REDIS_URL": tls}) as processor:
+        processor.wait_until(lambda: any(x.startswith("Redis client not connected") for x in processor.lines),
+                             timeout=20, what="the not-connected line")
+        assert processor.stop() == 0
+    assert "Traceback" not in processor.stderr
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (None, "Invalid job data: expected an object with phoneNumber and message, got None"),
+        ({"phoneNumber": "1", "message": "\ud800"}, "Invalid job data: message is not valid text (a lone surrogate), "
+                                                     "got '\\ud800'"),
+        ({"phoneNumber": "1", "message": "a\nb"}, "Invalid job data: message must be one line of text, got 'a\\nb'"),
+        ({"phoneNumber": "1", "message": "\x1b[2J"}, "Invalid job data: message must be one line of text, "
+                                                      "got '\\x1b[2J'"),
+    ],
+)
+def test_job_data_from_elsewhere_fails_with_its_reason(redis_url, rq_connection, data, error) -> None:
+    queue = job_queue(QUEUE_6, rq_connection)
+    with JobEvents(rq_connection) as events:
+        job = enqueue(queue, PROCESS_6, data)  # written by someone else: the creators refuse such data
+        failures = []
+        events.on(job.id, JobEvent.FAILED, failures.append)
+        with ScriptProcess("6_job_processor.py", env=FAST) as processor:
+            events.wait_until_ended([job.id])
+            assert processor.stop() == 0
+    assert failures == [error]
+    assert processor.lines == []  # nothing printed from it: no stray newline, no terminal escape
+    assert processor.stderr == ""
+
+
+def test_jobs_file_mistakes_all_read_the_same(redis_url, tmp_path) -> None:
+    cases = {
+        "missing.json": None,
+        "not-json.json": "{",
+        "not-a-list.json": json.dumps({"phoneNumber": "1"}),
+        "surrogate.json": '[{"phoneNumber": "1", "message": "\\ud800"}]',
+        "one-bad.json": json.dumps([{"phoneNumber": "1", "message": "a\nb"}]),
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        if content is not None:
+            path.write_text(content)
+        code, lines, stderr = run_script("7_job_creator.py", ["--jobs-file", str(path)])
+        assert (code, lines) == (2, [])
+        assert stderr.startswith(f"Cannot read jobs from {path}: ")
+        assert len(stderr.splitlines()) == 1
+        if name == "surrogate.json":
+            assert stderr.strip().endswith("job 1: Invalid job data: message is not valid text (a lone surrogate), "
+                                           "got '\\ud800'")
+    assert stderr.strip().endswith("job 1: Invalid job data: message must be one line of text, got 'a\\nb'")
+
+
+def test_8_job_run_directly_says_how_to_run_its_tests() -> None:
+    code, lines, stderr = run_script("8_job.py")
+    assert (code, stderr) == (0, "")
+    assert lines[1].strip().startswith("pytest tests/test_8_job.py -s")
+
+
+# -- running the lessons by hand --------------------------------------------------------------------
+
+
+def test_a_redis_for_the_lessons_and_redis_cli_against_it() -> None:
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    with ScriptProcess("-m", ["queuing_system.redis_server"], env={"REDIS_URL": url}) as server:
+        server.wait_until(lambda: server.lines and server.lines[0].startswith(f"Redis for the lessons at {url} "),
+                          what="the banner")
+        assert run_script("-m", ["queuing_system.redis_cli", "SET", "Holberton", "School"],
+                          env={"REDIS_URL": url})[:2] == (0, ["OK"])
+        assert redis.Redis.from_url(url, decode_responses=True).get("Holberton") == "School"
+        assert run_script("1_redis_op.py", env={"REDIS_URL": url})[1][1] == "School"
+        server.signal(signal.SIGINT)
+        assert server.wait(10) == 0
+    assert server.lines[-1] == "Redis stopped"
+    assert server.stderr == ""
+
+
+def test_the_lessons_redis_refuses_a_taken_port() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code, lines, stderr = run_script("-m", ["queuing_system.redis_server", "--port", str(port)])
+    assert (code, lines) == (1, [])
+    assert stderr.startswith(f"Cannot start Redis on 127.0.0.1:{port}: something already listens there")
+
+
+def test_dead_letters_say_when_and_why(redis_url, rq_connection, tmp_path) -> None:
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(json.dumps([{"phoneNumber": "4153518780", "message": "m1"}]))
+    with ScriptProcess("7_job_processor.py", env=FAST) as processor:
+        with ScriptProcess("7_job_creator.py", ["--jobs-file", str(jobs)]) as creator:
+            assert creator.wait(30) == 0
+        processor.stop()
+    eventually(lambda: fetch(rq_connection, "1").get_status() == "failed")
+    for command in ([], ["list"]):
+        code, lines, _ = run_script("-m", ["queuing_system.dead_letters", *command])
+        assert code == 0
+        prefix, reason = lines[0].split(" UTC: ")
+        assert prefix.startswith("job 1 on push_notification_code_2, failed 20")  # a date, not "?"
+        assert reason == "Phone number 4153518780 is blacklisted"
