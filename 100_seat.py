@@ -28,7 +28,7 @@ from queuing_system.jobs import enqueue, job_queue
 from queuing_system.keys import AVAILABLE_SEATS, SEAT_QUEUE
 from queuing_system.serving import add_server_options, on_exit, run_server
 from queuing_system.settings import connect, url_of
-from queuing_system.web import ServerBusyError, json_app, server_client
+from queuing_system.web import PerThreadClient, ServerBusyError, json_app, server_client
 from queuing_system.worker import BackgroundProcessing, configure_logging
 
 INITIAL_SEATS = 50
@@ -130,8 +130,8 @@ def initialise_seats(client: redis.Redis, reset: bool) -> None:
 
 
 def create_app(client: redis.Redis | None = None, *, reset: bool = False, verbose: bool = False) -> Flask:
-    """The seat API on `client` (default: a client for REDIS_URL, sized to this server process)."""
-    client = client or server_client()
+    """The seat API on `client` (default: a client for REDIS_URL, a connection per request thread)."""
+    client = client or PerThreadClient()
     url = url_of(client)
     initialise_seats(client, reset)
     queue = job_queue(SEAT_QUEUE, server_client(url, decode_responses=False))

@@ -17,7 +17,7 @@ from flask import Flask, jsonify
 from queuing_system.console import arguments, run_lesson
 from queuing_system.keys import STOCK_RESERVED
 from queuing_system.serving import add_server_options, run_server
-from queuing_system.web import json_app, parse_id, server_client
+from queuing_system.web import PerThreadClient, json_app, parse_id
 
 LIST_PRODUCTS = [
     {"itemId": 1, "itemName": "Suitcase 250", "price": 50, "initialAvailableQuantity": 4},
@@ -52,8 +52,8 @@ def get_current_reserved_stock_by_id(client: redis.Redis, item_id: int) -> int:
 
 
 def create_app(client: redis.Redis | None = None) -> Flask:
-    """The stock API on `client` (default: a client for REDIS_URL, sized to this server process)."""
-    client = client or server_client()
+    """The stock API on `client` (default: a client for REDIS_URL, a connection per request thread)."""
+    client = client or PerThreadClient()
     reserve_one_unit = client.register_script(RESERVE_ONE_UNIT)
     app = json_app(__name__)
 

@@ -1,19 +1,24 @@
-"""What every benchmark needs: a Redis to hammer (never yours by accident) and percentiles."""
+"""What every benchmark needs: a Redis to hammer (never yours by accident), percentiles, and the
+original's Node.js packages, installed for one run into a temporary folder."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from queuing_system.embedded import EmbeddedRedis
 
 
 @contextlib.contextmanager
 def bench_redis() -> Iterator[str]:
-    """REDIS_URL if set (a server you chose to load: the bench overwrites the lessons' keys
-    there — item.1, item.2, available_seats, its own queues), else a private embedded one."""
+    """A private embedded Redis, unless REDIS_URL is set: then that server, which the benchmark
+    overwrites (item.1, item.2, available_seats, the lessons' queues: use a Redis of its own)."""
     if os.environ.get("REDIS_URL"):
         print(f"(benchmarking against REDIS_URL={os.environ['REDIS_URL']}; it overwrites the lessons' keys there)",
               file=sys.stderr, flush=True)
@@ -29,3 +34,24 @@ def percentile(values: Sequence[float], fraction: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
     return ordered[index]
+
+
+@contextlib.contextmanager
+def node_packages(packages: Sequence[str], sources: Path) -> Iterator[Path | None]:
+    """A temporary folder with `packages` installed by npm and the .js files of `sources` copied in,
+    removed afterwards; None (and a note on stderr) where node or npm is missing."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        print("(node and npm not found: ours alone, no original to compare with)", file=sys.stderr, flush=True)
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="original-bench-"))
+    try:
+        print(f"(installing {' '.join(packages)} into {folder} with npm, for this run only)", file=sys.stderr,
+              flush=True)
+        subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(folder), *packages],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+        for script in sources.glob("*.js"):
+            shutil.copy(script, folder / script.name)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -27,6 +27,7 @@ class Load:
     p50_ms: float
     p99_ms: float
     confirmed: int
+    oversold: int | None = None  # set by the caller for a route that sells a limited stock
 
 
 def _ms(text: str) -> float:

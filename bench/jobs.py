@@ -16,19 +16,18 @@ All processes print what the lessons print, to /dev/null. Timings exclude interp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import redis
 
-from bench.common import bench_redis
+from bench.common import bench_redis, node_packages
 from queuing_system.processes import ROOT
 
 KUE_DIR = Path(__file__).with_name("kue")
@@ -39,19 +38,6 @@ SIMPLE_WORKER = (
     "c = queue_connection(); SimpleWorker(queues_by_priority('push_notification_code_2'), connection=c,"
     " serializer=JSONSerializer).work(logging_level='ERROR')"
 )
-
-
-def install_kue() -> Path | None:
-    """Kue 0.11.6 in a temporary folder (removed at exit), or None without node and npm."""
-    if not (shutil.which("node") and shutil.which("npm")):
-        return None
-    folder = Path(tempfile.mkdtemp(prefix="kue-bench-"))
-    print(f"(installing kue@0.11.6 into {folder} with npm, for this run only)", file=sys.stderr, flush=True)
-    subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(folder), "kue@0.11.6"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-    for script in KUE_DIR.glob("*.js"):
-        shutil.copy(script, folder / script.name)
-    return folder
 
 
 def blocked_clients(connection: redis.Redis, command: str) -> int:
@@ -118,52 +104,47 @@ def main() -> None:
     parser.add_argument("--latency-jobs", type=int, default=200)
     parser.add_argument("--no-kue", action="store_true", help="run ours alone")
     args = parser.parse_args()
-    kue = None if args.no_kue else install_kue()
-    if kue is None and not args.no_kue:
-        print("(node and npm not found: ours alone, no Kue to compare with)", file=sys.stderr)
-    sides = implementations(kue)
-    try:
-        with bench_redis() as url:
-            port = redis.Redis.from_url(url).connection_pool.connection_kwargs["port"]
-            at_scale = [name for name in ("Kue", "ours") if name in sides]
-            print(f"Task 7 at scale: {args.jobs} jobs, the creator hears every end, two at a time")
-            print(f"{'round':<7}{'side':<12}{'enqueue/s':>11}{'end-to-end jobs/s':>19}{'p50 ms':>9}{'p99 ms':>9}")
-            results: dict[str, list[dict]] = {name: [] for name in at_scale}
-            for round_ in range(1, args.rounds + 1):
-                for name in at_scale:
-                    result = sides[name].run(url, port, args.jobs)
-                    results[name].append(result)
-                    print(f"{round_:<7}{name:<12}{rate(result, 'enqueue_s'):>11.0f}{rate(result, 'total_s'):>19.0f}"
-                          f"{result['p50_ms']:>9.0f}{result['p99_ms']:>9.0f}", flush=True)
+    with contextlib.ExitStack() as stack:
+        kue = None if args.no_kue else stack.enter_context(node_packages(["kue@0.11.6"], KUE_DIR))
+        sides = implementations(kue)
+        url = stack.enter_context(bench_redis())
+        port = redis.Redis.from_url(url).connection_pool.connection_kwargs["port"]
+        at_scale = [name for name in ("Kue", "ours") if name in sides]
+        print(f"Task 7 at scale: {args.jobs} jobs, the creator hears every end, two at a time")
+        print(f"{'round':<7}{'side':<12}{'enqueue/s':>11}{'end-to-end jobs/s':>19}{'p50 ms':>9}{'p99 ms':>9}")
+        results: dict[str, list[dict]] = {name: [] for name in at_scale}
+        for round_ in range(1, args.rounds + 1):
             for name in at_scale:
-                runs = results[name]
-                print(f"median {name:<5}{statistics.median(rate(r, 'enqueue_s') for r in runs):>13.0f}"
-                      f"{statistics.median(rate(r, 'total_s') for r in runs):>19.0f}")
-            if "Kue" in results:
-                ours = statistics.median(rate(r, "total_s") for r in results["ours"])
-                theirs = statistics.median(rate(r, "total_s") for r in results["Kue"])
-                ours_enqueue = statistics.median(rate(r, "enqueue_s") for r in results["ours"])
-                theirs_enqueue = statistics.median(rate(r, "enqueue_s") for r in results["Kue"])
-                print(f"ours / Kue: end-to-end {ours / theirs:.2f}x, enqueue {ours_enqueue / theirs_enqueue:.2f}x")
+                result = sides[name].run(url, port, args.jobs)
+                results[name].append(result)
+                print(f"{round_:<7}{name:<12}{rate(result, 'enqueue_s'):>11.0f}{rate(result, 'total_s'):>19.0f}"
+                      f"{result['p50_ms']:>9.0f}{result['p99_ms']:>9.0f}", flush=True)
+        for name in at_scale:
+            runs = results[name]
+            print(f"median {name:<5}{statistics.median(rate(r, 'enqueue_s') for r in runs):>13.0f}"
+                  f"{statistics.median(rate(r, 'total_s') for r in runs):>19.0f}")
+        if "Kue" in results:
+            ours = statistics.median(rate(r, "total_s") for r in results["ours"])
+            theirs = statistics.median(rate(r, "total_s") for r in results["Kue"])
+            ours_enqueue = statistics.median(rate(r, "enqueue_s") for r in results["ours"])
+            theirs_enqueue = statistics.median(rate(r, "enqueue_s") for r in results["Kue"])
+            print(f"ours / Kue: end-to-end {ours / theirs:.2f}x, enqueue {ours_enqueue / theirs_enqueue:.2f}x")
 
-            print(f"\nEnqueue only (no processor running): {args.jobs} jobs, median of {args.rounds}")
-            enqueue_rates = {}
-            for name in at_scale:
-                runs = [sides[name].run(url, port, args.jobs, enqueue_only=True) for _ in range(args.rounds)]
-                enqueue_rates[name] = statistics.median(rate(r, "enqueue_s") for r in runs)
-                print(f"{name:<18}{enqueue_rates[name]:>9.0f} jobs/s", flush=True)
-            if "Kue" in enqueue_rates:
-                print(f"ours / Kue's save(): {enqueue_rates['ours'] / enqueue_rates['Kue']:.2f}x")
+        print(f"\nEnqueue only (no processor running): {args.jobs} jobs, median of {args.rounds}")
+        enqueue_rates = {}
+        for name in at_scale:
+            runs = [sides[name].run(url, port, args.jobs, enqueue_only=True) for _ in range(args.rounds)]
+            enqueue_rates[name] = statistics.median(rate(r, "enqueue_s") for r in runs)
+            print(f"{name:<18}{enqueue_rates[name]:>9.0f} jobs/s", flush=True)
+        if "Kue" in enqueue_rates:
+            print(f"ours / Kue's save(): {enqueue_rates['ours'] / enqueue_rates['Kue']:.2f}x")
 
-            print(f"\nOne job at a time into an idle processor ({args.latency_jobs} jobs): create -> end heard")
-            print(f"{'side':<18}{'p50 ms':>9}{'p99 ms':>9}")
-            for name in ("ours", "RQ SimpleWorker", "Kue"):
-                if name in sides:
-                    result = sides[name].run(url, port, args.latency_jobs, one_at_a_time=True)
-                    print(f"{name:<18}{result['p50_ms']:>9.2f}{result['p99_ms']:>9.2f}", flush=True)
-    finally:
-        if kue is not None:
-            shutil.rmtree(kue, ignore_errors=True)
+        print(f"\nOne job at a time into an idle processor ({args.latency_jobs} jobs): create -> end heard")
+        print(f"{'side':<18}{'p50 ms':>9}{'p99 ms':>9}")
+        for name in ("ours", "RQ SimpleWorker", "Kue"):
+            if name in sides:
+                result = sides[name].run(url, port, args.latency_jobs, one_at_a_time=True)
+                print(f"{name:<18}{result['p50_ms']:>9.2f}{result['p99_ms']:>9.2f}", flush=True)
     print(f"(2-core machine, loopback Redis; cpu count {os.cpu_count()})")
 
 

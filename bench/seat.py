@@ -1,7 +1,9 @@
 """End-to-end seat reservations: request -> job completed, reservations/s and p50/p99 latency.
 
 Run:  .venv/bin/python -m bench.seat [--reservations 2000]
-Loopback only, bounded. A private embedded Redis per server unless REDIS_URL is set.
+Servers: `100_seat.py` (Flask's development server) and `100_seat.py --workers 2` (granian), each
+processing the queue in its own processes after /process. Loopback only, bounded. A private
+embedded Redis per server unless REDIS_URL is set.
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ SEATS = 10**9  # enough that none runs out: we measure the pipeline, not the sel
 
 
 def server_command(name: str, port: int) -> tuple[str, list[str]]:
-    if name == "flask dev server":
+    if name == "development server":
         return "100_seat.py", ["--reset"]
-    return "-m", ["granian", "--interface", "wsgi", "--workers", "2", "--blocking-threads", "4", "--host",
-                  "127.0.0.1", "--port", str(port), "--log-level", "error", "--factory", "100_seat:create_app"]
+    return "100_seat.py", ["--reset", "--workers", "2"]
 
 
 def run(name: str, count: int, clients: int) -> dict[str, float]:
@@ -68,7 +69,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     args = parser.parse_args()
     print(f"{'server':<28}{'accepted':>9}{'completed':>10}{'seats sold':>11}{'per s':>8}{'p50 ms':>9}{'p99 ms':>9}")
-    for name in ("flask dev server", "granian 2 proc x 4 threads"):
+    for name in ("development server", "--workers 2 (granian)"):
         result = run(name, args.reservations, args.clients)
         print(f"{name:<28}{result['accepted']:>9}{result['completed']:>10}{result['sold']:>11}"
               f"{result['per_s']:>8.0f}{result['p50']:>9.1f}{result['p99']:>9.1f}", flush=True)

@@ -1,69 +1,118 @@
-"""Load on the stock API: requests/s, p50/p99 latency and oversold units, dev server vs production.
+"""The stock API under load, side by side with the original Express server.
 
-Run:  .venv/bin/python -m bench.stock [--seconds 10]
-Loopback only, bounded in time. Uses wrk (Debian package `wrk`) when present, else a Python generator.
-Each server gets a private embedded Redis unless REDIS_URL is set.
+Run:  .venv/bin/python -m bench.stock [--seconds 10] [--rounds 3] [--workers 2] [--no-express]
+
+Servers: `9_stock.py --workers N` (granian), the original's 9-stock.js on Express 4.18 (where node
+and npm are present: installed with node_redis 2.8 into a temporary folder, nothing kept), and
+Flask's development server (`9_stock.py`). Ours and Express alternate, --rounds times; each server
+starts fresh on a private Redis. Routes: /list_products and /list_products/1 on every server, and
+the reservation routes on ours (item 2 with stock that cannot run out, item 1 with its 4 units;
+every confirmation is counted, so an oversold unit would show). Load: wrk -t2 -c32 (Debian's
+`wrk`), else a Python generator. Express's reservations are not measured: it checks, then sets,
+and oversells (README).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Sequence
+import statistics
+import subprocess
+from pathlib import Path
 
 import redis
 
-from bench.common import bench_redis
-from bench.http_load import load
+from bench.common import bench_redis, node_packages
+from bench.http_load import Load, load
 from queuing_system.embedded import free_port
 from queuing_system.http_requests import wait_until_serving
-from queuing_system.processes import ScriptProcess
+from queuing_system.processes import ROOT, ScriptProcess
 
-EXPRESS = {"/list_products": 12_500, "/list_products/1": 11_000}  # measured on the original (README)
+EXPRESS_DIR = Path(__file__).with_name("express")
+LIST_ROUTES = ("/list_products", "/list_products/1")
+RESERVE_ROUTES = ("/reserve_product/2", "/reserve_product/1")
 
 
-def servers(port: int) -> dict[str, tuple[str, Sequence[str]]]:
-    return {
-        "flask dev server": ("9_stock.py", ()),
-        "granian 2 proc x 4 threads": ("-m", ["granian", "--interface", "wsgi", "--workers", "2",
-                                              "--blocking-threads", "4", "--host", "127.0.0.1", "--port",
-                                              str(port), "--log-level", "error", "--factory",
-                                              "9_stock:create_app"]),
-    }
+@contextlib.contextmanager
+def express(folder: Path, url: str, port: int):
+    redis_port = str(redis.Redis.from_url(url).connection_pool.connection_kwargs["port"])
+    server = subprocess.Popen(["node", "stock.js"], cwd=folder, env={**os.environ, "PORT": str(port),
+                              "REDIS_PORT": redis_port}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_serving(port, "/list_products")
+        yield
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@contextlib.contextmanager
+def ours(url: str, port: int, workers: int | None):
+    args = ["--workers", str(workers)] if workers else []
+    with ScriptProcess("9_stock.py", args, env={"REDIS_URL": url, "PORT": str(port)}) as server:
+        wait_until_serving(port, "/list_products")
+        yield
+        server.stop()
+
+
+def measure(name: str, serving, url: str, routes, seconds: int) -> dict[str, Load]:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.flushdb()
+    client.set("item.2", -(10**12))  # item 2: stock that cannot run out during the run
+    port = free_port()
+    results = {}
+    with serving(port):
+        for path in routes:
+            results[path] = load(port, path, seconds)
+    if "/reserve_product/1" in results:
+        # Both the answers the load saw and the count in Redis must stay within the 4 units.
+        results["/reserve_product/1"].oversold = max(results["/reserve_product/1"].confirmed - 4,
+                                                     int(client.get("item.1") or 0) - 4, 0)
+    client.close()
+    return results
+
+
+def row(label: str, path: str, result: Load, note: str = "") -> str:
+    oversold = "" if result.oversold is None else str(result.oversold)
+    return (f"{label:<26}{path:<22}{result.requests_per_s:>9.0f}{result.p50_ms:>8.2f}{result.p99_ms:>8.2f}"
+            f"{oversold:>9}  {note}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-express", action="store_true", help="run ours alone")
     args = parser.parse_args()
-    print(f"{'server':<28}{'route':<34}{'req/s':>9}{'vs Express':>11}{'p50 ms':>8}{'p99 ms':>8}{'oversold':>9}")
-    for name in ("flask dev server", "granian 2 proc x 4 threads"):
-        with bench_redis() as url:
-            port = free_port()
-            script, script_args = servers(port)[name]
-            client = redis.Redis.from_url(url, decode_responses=True)
-            client.delete("item.1", "item.2")
-            client.set("item.2", -10**12)  # item 2: stock that cannot run out during the run
-            env = {"REDIS_URL": url, "PORT": str(port)}
-            with ScriptProcess(script, script_args, env=env) as server:
-                wait_until_serving(port, "/list_products")
-                for path, label in (("/list_products", "/list_products"),
-                                    ("/list_products/1", "/list_products/1"),
-                                    ("/reserve_product/2", "/reserve_product/2 (plenty)"),
-                                    ("/reserve_product/1", "/reserve_product/1 (4 units)")):
-                    result = load(port, path, args.seconds)
-                    oversold = ""
-                    if path == "/reserve_product/1":
-                        # Both the answers wrk saw and the count in Redis must stay within the 4 units.
-                        oversold = str(max(result.confirmed - 4, int(client.get("item.1") or 0) - 4, 0))
-                    elif path == "/reserve_product/2":
-                        oversold = str(max(int(client.get("item.2")) + 10**12 - (10 + 10**12), 0))
-                    ratio = f"{result.requests_per_s / EXPRESS[path]:.2f}" if path in EXPRESS else ""
-                    print(f"{name:<28}{label:<34}{result.requests_per_s:>9.0f}{ratio:>11}"
-                          f"{result.p50_ms:>8.2f}{result.p99_ms:>8.2f}{oversold:>9}   [{result.tool}]", flush=True)
-                server.stop()
-            client.close()
-    print(f"(load: wrk -t2 -c32 -d{args.seconds}s on loopback, 2-core machine; cpu count {os.cpu_count()})")
+    granian = f"ours --workers {args.workers}"
+    print(f"{'server':<26}{'route':<22}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'oversold':>9}")
+    with contextlib.ExitStack() as stack:
+        folder = None if args.no_express else stack.enter_context(
+            node_packages(["express@4.18", "redis@2.8.0"], EXPRESS_DIR))
+        url = stack.enter_context(bench_redis())
+        sides = {granian: lambda port: ours(url, port, args.workers)}
+        if folder is not None:
+            sides = {"Express 4.18 (original)": lambda port: express(folder, url, port), **sides}
+        rates: dict[str, dict[str, list[float]]] = {name: {path: [] for path in LIST_ROUTES} for name in sides}
+        for round_ in range(1, args.rounds + 1):
+            for name, serving in sides.items():
+                routes = LIST_ROUTES + (RESERVE_ROUTES if name == granian else ())
+                for path, result in measure(name, serving, url, routes, args.seconds).items():
+                    if path in LIST_ROUTES:
+                        rates[name][path].append(result.requests_per_s)
+                    print(row(name, path, result, f"round {round_}, {result.tool}"), flush=True)
+        development = measure("dev", lambda port: ours(url, port, None), url, LIST_ROUTES + RESERVE_ROUTES,
+                              args.seconds)
+        for path, result in development.items():
+            print(row("ours, development server", path, result, result.tool), flush=True)
+    if folder is not None:
+        for path in LIST_ROUTES:
+            ratio = statistics.median(rates[granian][path]) / statistics.median(rates["Express 4.18 (original)"][path])
+            print(f"{path}: ours / Express = {ratio:.2f}x (medians of {args.rounds})")
+    print(f"(wrk -t2 -c32 -d{args.seconds}s on loopback; {os.cpu_count()} cores shared by load, servers and Redis;"
+          f" {ROOT.name})")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=bounded(1, 64), metavar="N",
                         help="serve with granian, N processes (1 to 64; default: Flask's development server)")
     parser.add_argument("--threads", type=bounded(1, 256), metavar="N",
-                        help="requests served at once per process (1 to 256; default 32, or 8 with --workers)")
+                        help="requests served at once per process (1 to 256; default 32, or 4 with --workers)")
     parser.add_argument("--verbose", action="store_true", help="log every request (and RQ's worker log)")
 
 
@@ -90,7 +90,7 @@ def run_server(target: str, create: Callable[[], Flask], args: argparse.Namespac
     Returns the exit code.
     """
     host, port = server_address()
-    threads = args.threads or (8 if args.workers else 32)
+    threads = args.threads or (4 if args.workers else 32)
     os.environ["QUEUING_SERVER_THREADS"] = str(threads)  # web.server_client() sizes its pool by it
     quiet_logs(args.verbose)
     try:

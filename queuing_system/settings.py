@@ -113,6 +113,7 @@ def connect(
     decode_responses: bool = True,
     retries: int = 2,
     socket_timeout: float | None = 3.0,
+    single_connection: bool = False,
 ) -> redis.Redis:
     """A client for `url` (default: `redis_url()`).
 
@@ -128,6 +129,7 @@ def connect(
         socket_timeout=socket_timeout,
         socket_connect_timeout=3.0,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
+        single_connection_client=single_connection,
     )
 
 
