@@ -214,9 +214,12 @@ def task_7(tour: Tour) -> str:
 
 
 def task_8(tour: Tour) -> str:
-    with tour.start("-m", "pytest", "tests/test_8_job.py", "-q", "-p", "no:cacheprovider") as tests:
+    tour.screen.line("  (-s shows what the function prints, as mocha did: pytest hides it otherwise)")
+    with tour.start("-m", "pytest", "tests/test_8_job.py", "-s", "-q", "-p", "no:cacheprovider") as tests:
         code = tests.wait(60)
     summary = tests.lines[-1] if tests.lines else ""
+    if "Notification job created: 1" not in " ".join(tests.lines):
+        raise Mismatch("tests/test_8_job.py -s: the created lines were not shown")
     if code != 0 or " passed" not in summary or "failed" in summary:
         raise Mismatch(f"tests/test_8_job.py: {summary or 'no summary'} (exit {code})")
     return summary.split(" in ")[0] + " (fakeredis)"

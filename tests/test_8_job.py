@@ -1,8 +1,10 @@
 """The port of 8-job.test.js. Kue's test mode = a queue on fakeredis: jobs are stored, never processed.
 
-Runs alone (`pytest tests/test_8_job.py`) with no Redis server anywhere.
+Runs alone (`pytest tests/test_8_job.py`) with no Redis server anywhere; `pytest tests/test_8_job.py -s`
+also shows the lines the function prints (Notification job created: 1, …), as mocha did.
 """
 
+import sys
 from importlib import import_module
 
 import fakeredis
@@ -40,7 +42,11 @@ def events(connection):
 
 
 def printed(capsys) -> list[str]:
-    return capsys.readouterr().out.splitlines()
+    """The lines printed since the last call; shown again (as mocha showed them) when run with `pytest -s`."""
+    out = capsys.readouterr().out
+    sys.__stdout__.write(out)  # the real stdout: captured by pytest as usual, on the terminal with -s
+    sys.__stdout__.flush()
+    return out.splitlines()
 
 
 @pytest.mark.parametrize("not_a_list", [{"phoneNumber": "1"}, "jobs", None, 42, (JOBS[0],), iter(JOBS)])
