@@ -21,29 +21,24 @@ class ConfigError(ValueError):
 
 def env_int(name: str, default: int, minimum: int, maximum: int) -> int:
     """An integer setting from the environment (unset or empty: `default`), within bounds."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a whole number from {minimum} to {maximum}") from None
-    if not minimum <= value <= maximum:
-        raise ConfigError(f"{name}={raw!r}: expected a whole number from {minimum} to {maximum}")
-    return value
+    return int(_env_number(name, default, minimum, maximum, int, f"a whole number from {minimum} to {maximum}"))
 
 
 def env_float(name: str, default: float, minimum: float, maximum: float) -> float:
     """A number setting from the environment (unset or empty: `default`), within bounds."""
+    return _env_number(name, default, minimum, maximum, float, f"a number from {minimum:g} to {maximum:g}")
+
+
+def _env_number(name: str, default: float, minimum: float, maximum: float, kind: type, expected: str) -> float:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a number from {minimum:g} to {maximum:g}") from None
-    if not minimum <= value <= maximum:  # also refuses nan and inf
-        raise ConfigError(f"{name}={raw!r}: expected a number from {minimum:g} to {maximum:g}")
+        value = None
+    if value is None or not minimum <= value <= maximum:  # also refuses nan and inf
+        raise ConfigError(f"{name}={raw!r}: expected {expected}")
     return value
 
 

@@ -3,6 +3,7 @@ under load, jobs written by someone else. Slow (`-m slow`); `make test` runs the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -36,6 +37,16 @@ def jobs_file(tmp_path: Path, count: int) -> Path:
     path = tmp_path / "jobs.json"
     path.write_text(json.dumps([{"phoneNumber": f"{n:010d}", "message": f"code {n}"} for n in range(1, count + 1)]))
     return path
+
+
+@contextlib.contextmanager
+def stopped_at_the_end(processors: list[ScriptProcess]):
+    """Whatever happens in the block, no processor outlives the test."""
+    try:
+        yield
+    finally:
+        for processor in processors:
+            processor.__exit__(None, None, None)
 
 
 class Ends:
@@ -79,7 +90,7 @@ def test_processors_killed_again_and_again_lose_no_job(redis_url, rq_connection,
     env = {**FAST, "NOTIFICATION_SEND_MS": "10"}
     processors = [ScriptProcess("7_job_processor.py", env=env) for _ in range(3)]
     everyone = list(processors)
-    try:
+    with stopped_at_the_end(everyone):
         with ScriptProcess("7_job_creator.py", ["--jobs-file", str(jobs_file(tmp_path, count))], env=env) as creator:
             ends = Ends(creator)
             for round_ in range(kills):
@@ -93,9 +104,6 @@ def test_processors_killed_again_and_again_lose_no_job(redis_url, rq_connection,
             assert creator.wait(120) == 0
         for processor in processors:
             assert processor.stop() == 0
-    finally:
-        for processor in everyone:
-            processor.__exit__(None, None, None)
 
     failed = assert_every_job_ended_once(ends.by_job(), count)
     # Only jobs in a killed processor's hands (two per kill at most) may fail, as abandoned.
@@ -114,7 +122,7 @@ def test_one_processor_killed_the_other_stopped_mid_run(redis_url, rq_connection
     env = {**FAST, "NOTIFICATION_SEND_MS": "10"}
     first, second = (ScriptProcess("7_job_processor.py", env=env) for _ in range(2))
     everyone = [first, second]
-    try:
+    with stopped_at_the_end(everyone):
         with ScriptProcess("7_job_creator.py", ["--jobs-file", str(jobs_file(tmp_path, count))], env=env) as creator:
             ends = Ends(creator)
             creator.wait_until(lambda: ends.count() >= 100, timeout=60, what="100 jobs ended")
@@ -126,9 +134,6 @@ def test_one_processor_killed_the_other_stopped_mid_run(redis_url, rq_connection
             assert second.wait(20) == 0
             assert creator.wait(120) == 0
         assert restarted.stop() == 0
-    finally:
-        for processor in everyone:
-            processor.__exit__(None, None, None)
 
     failed = assert_every_job_ended_once(ends.by_job(), count)
     assert len(failed) <= 2  # the killed processor's jobs in hand
@@ -149,7 +154,7 @@ def test_redis_restarted_under_load(aof_redis, tmp_path) -> None:
     env = {**FAST, "REDIS_URL": aof_redis.url, "NOTIFICATION_SEND_MS": "5"}
     processors = [ScriptProcess("7_job_processor.py", env=env) for _ in range(2)]
     not_connected = "Redis client not connected to the server: "
-    try:
+    with stopped_at_the_end(processors):
         with ScriptProcess("7_job_creator.py", ["--jobs-file", str(jobs_file(tmp_path, count))], env=env) as creator:
             ends = Ends(creator)
             creator.wait_until(lambda: ends.count() >= 200, timeout=60, what="200 jobs ended")
@@ -169,9 +174,6 @@ def test_redis_restarted_under_load(aof_redis, tmp_path) -> None:
         assert Ends(again).by_job() == {str(n): ["completed"] for n in range(count + 1, count + 21)}
         for processor in processors:
             assert processor.stop() == 0
-    finally:
-        for processor in processors:
-            processor.__exit__(None, None, None)
 
     failed = assert_every_job_ended_once(ends.by_job(), count)
     assert len(failed) <= 4  # at most the jobs in hand when Redis went away
