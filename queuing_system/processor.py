@@ -68,7 +68,7 @@ from typing import Any
 
 import redis
 from redis.exceptions import NoScriptError, ResponseError
-from rq.exceptions import AbandonedJobError, NoSuchJobError
+from rq.exceptions import AbandonedJobError, DeserializationError, NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import format_exc_info
@@ -375,9 +375,30 @@ class Processor(BaseWorker):
             return None, None
         job = copy.copy(self._pristine_job)  # RQ's Job() checks its serializer against a slow Protocol
         job.id, job.webhooks = as_text(reply[1]), []
-        job.restore(dict(zip(reply[2][::2], reply[2][1::2], strict=True)))
+        try:
+            job.restore(dict(zip(reply[2][::2], reply[2][1::2], strict=True)))
+        except Exception as error:  # a hash written by someone else, in a form RQ cannot read
+            self._fail_unreadable(job.id, as_text(reply[3]), error)
+            return None, None
         job.started_at = job.started_at or now
         return None, Ran(job=job, execution_id=as_text(reply[3]), started_at=job.started_at)
+
+    def _fail_unreadable(self, job_id: str, execution_id: str, error: Exception) -> None:
+        """A job RQ cannot even read cannot go through RQ's failure path: mark it failed here, once."""
+        composite = f"{job_id}:{execution_id}"
+        key = Job.key_for(job_id)
+        origin = as_text(self.connection.hget(key, "origin") or b"")
+        message = f"Job data cannot be read: {type(error).__name__}: {error}"
+        with self.connection.pipeline() as pipeline:
+            pipeline.hset(key, mapping={"status": JobStatus.FAILED.value, "ended_at": utcformat(_now())})
+            pipeline.zadd(f"rq:failed:{origin}", {job_id: time.time() + 7 * 24 * 3600})
+            pipeline.zrem(f"rq:wip:{origin}", composite)
+            pipeline.delete(f"rq:execution:{composite}")
+            pipeline.srem(f"{self.key}:executions", composite)
+            pipeline.delete(f"queuing:running:{self.name}")
+            pipeline.publish(JOB_EVENTS_CHANNEL, events.event_message(job_id, events.JobEvent.FAILED, message))
+            pipeline.execute()
+        log.warning("Worker %s: %s", self.name, message)
 
     def _claim_size(self) -> int:
         """As many jobs as run in `claim_window` at the recent pace: slow jobs are claimed one at a time
@@ -427,7 +448,11 @@ class Processor(BaseWorker):
 
     def _offered_function(self, job: Job) -> Callable[..., Any]:
         """What runs the job, if this processor offers it; nothing a job names is imported."""
-        name = job.func_name
+        try:
+            name = job.func_name
+        except DeserializationError:
+            raise JobRefusedError("Job data cannot be read as JSON (enqueued with RQ's default serializer, "
+                                  "pickle?)") from None
         if name not in self.functions:
             raise JobRefusedError(f"Job function {name!r} is not offered by this processor")
         for callback in (job._success_callback_name, job._failure_callback_name):

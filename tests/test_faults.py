@@ -22,7 +22,7 @@ from queuing_system.embedded import EmbeddedRedis
 from queuing_system.events import ABANDONED_MESSAGE
 from queuing_system.jobs import enqueue, job_queue
 from queuing_system.keys import PROCESS_6, PROCESS_7, QUEUE_6, QUEUE_7
-from queuing_system.processes import ScriptProcess
+from queuing_system.processes import ScriptProcess, run_script
 from tests.job_helpers import FAST, HOLDING_PROCESSOR, eventually, fetch
 from tests.jobs_for_tests import HOLD, STARTED_KEY
 
@@ -396,3 +396,25 @@ def test_the_seat_worker_outlives_a_redis_restart(aof_redis) -> None:
         assert request(port, "/available_seats")[2] == {"numberOfAvailableSeats": "45"}
         assert server.stop() == 0
     assert "Traceback" not in server.stderr
+
+
+def test_jobs_written_by_others_in_forms_rq_cannot_read_fail_and_the_processor_goes_on(
+        redis_url, rq_connection) -> None:
+    queue = job_queue(QUEUE_7, rq_connection)
+    pickled = Queue(QUEUE_7, connection=rq_connection).enqueue(PROCESS_7, {"phoneNumber": "1", "message": "x"})
+    garbled = enqueue(queue, PROCESS_7, {"phoneNumber": "1", "message": "x"})
+    rq_connection.hset(garbled.key, "created_at", "not a date")
+    rq_connection.rpush(queue.key, "no-such-job")  # an id with no job behind it
+    good = enqueue(queue, PROCESS_7, {"phoneNumber": "4153518743", "message": "still served"})
+    with ScriptProcess("7_job_processor.py", env=FAST) as processor:
+        eventually(lambda: fetch(rq_connection, good.id).get_status() == JobStatus.FINISHED)
+        eventually(lambda: rq_connection.hget(garbled.key, "status") == b"failed")
+        eventually(lambda: rq_connection.hget(pickled.key, "status") == b"failed")
+        assert processor.stop() == 0
+    assert processor.lines == ["Sending notification to 4153518743, with message: still served"]
+    assert fetch(rq_connection, pickled.id).meta["error"] == ("Job data cannot be read as JSON (enqueued with RQ's "
+                                                              "default serializer, pickle?)")
+    assert rq_connection.zscore(f"rq:failed:{QUEUE_7}", garbled.id) is not None
+    assert processor.stderr == ""
+    code, lines, _ = run_script("-m", ["queuing_system.dead_letters"])  # they are listed, not a traceback
+    assert code == 0 and len(lines) == 2
