@@ -6,8 +6,8 @@
                                                        who reaches it can requeue and delete jobs)
 
 It is rq-dashboard (queues, their jobs by state, workers, job details), set up for
-these lessons: the Redis of REDIS_URL, RQ's JSON serializer, every queue and its
-priority siblings. Ours on top: each job's Kue-style progress (a bar, from its
+these lessons: the Redis of REDIS_URL, RQ's JSON serializer, every lesson queue and
+its priority siblings listed from the start. Ours on top: each job's Kue-style progress (a bar, from its
 `meta`) and the reason a failed job failed, in the job lists; workers read with
 the JSON serializer (rq-dashboard 0.9.0 reads their current job as pickle); and
 Redis being away said plainly (the pages come back by themselves when it is back).
@@ -28,11 +28,13 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from queuing_system.console import REDIS_DOWN, arguments, clean, not_connected, run_lesson, say
-from queuing_system.jobs import bounded
+from queuing_system.jobs import bounded, queues_by_priority
+from queuing_system.keys import QUEUE_6, QUEUE_7, QUEUE_8, SEAT_QUEUE
 from queuing_system.serving import CannotListenError, DevelopmentServer, listen, quiet_logs
 from queuing_system.settings import redis_url
 
 DEFAULT_PORT = 9181
+LESSON_QUEUES = (QUEUE_6, QUEUE_7, QUEUE_8, SEAT_QUEUE)
 JOBS_TEMPLATE = "rq_dashboard/jobs.html"
 
 # Added to each row of rq-dashboard's job lists, under the job's description.
@@ -90,9 +92,22 @@ def create_app(url: str | None = None) -> Flask:
     app = make_flask_app(None, None, None, "")
     app.config["RQ_DASHBOARD_REDIS_URL"] = [url or redis_url()]
     dashboard.setup_rq_connection(app)
+    _list_every_lesson_queue(app)
     _add_progress_to_job_lists(app)
     _say_when_redis_is_away(app)
     return app
+
+
+def _list_every_lesson_queue(app: Flask) -> None:
+    """RQ lists a queue once a job was enqueued on it; list the lessons' (and their priority siblings)
+    from the start, so a learner sees where jobs will go (an empty queue costs nothing)."""
+
+    @app.before_request
+    def register_queues() -> None:
+        if not getattr(app, "lesson_queues_listed", False):
+            app.redis_conn.sadd("rq:queues", *(f"rq:queue:{name}" for base in LESSON_QUEUES  # type: ignore[attr-defined]
+                                               for name in queues_by_priority(base)))
+            app.lesson_queues_listed = True  # type: ignore[attr-defined]
 
 
 def _add_progress_to_job_lists(app: Flask) -> None:

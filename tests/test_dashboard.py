@@ -12,7 +12,7 @@ from rq.job import JobStatus
 from queuing_system import dashboard
 from queuing_system.embedded import free_port
 from queuing_system.http_requests import request_raw
-from queuing_system.jobs import enqueue, job_queue
+from queuing_system.jobs import enqueue, job_queue, queues_by_priority
 from queuing_system.keys import PROCESS_7, QUEUE_6, QUEUE_7, QUEUE_8
 from queuing_system.processes import ScriptProcess
 from tests.job_helpers import FAST, HOLDING_PROCESSOR, eventually, fetch
@@ -45,7 +45,8 @@ def test_pages_and_data_show_every_state_with_progress(jobs_in_every_state, redi
     overview = client.get("/")
     assert overview.status_code == 200 and b"<html" in overview.data.lower()
     queues = {q["name"]: q for q in client.get("/0/data/queues.json").get_json()["queues"]}
-    assert {QUEUE_6, QUEUE_7, QUEUE_8} <= set(queues)  # every lesson queue (siblings once used, too)
+    lesson_queues = {name for base in (QUEUE_6, QUEUE_7, QUEUE_8, "reserve_seat") for name in queues_by_priority(base)}
+    assert set(queues) == lesson_queues  # every lesson queue and its priority siblings, used or not
     counts = (queues[QUEUE_8]["count"], queues[QUEUE_6]["started_job_registry_count"],
               queues[QUEUE_7]["finished_job_registry_count"], queues[QUEUE_7]["failed_job_registry_count"])
     assert counts == (1, 1, 1, 1)

@@ -264,3 +264,29 @@ def test_the_7_creator_refuses_a_bad_jobs_file(redis_url, rq_connection, tmp_pat
     assert (code, lines) == (2, [])
     assert stderr.strip() == f"Cannot read jobs from {jobs}: job 2: Invalid job data: missing message"
     assert job_queue(QUEUE_7, rq_connection).count == 0
+
+
+def test_monitor_redraws_in_place_on_a_terminal(redis_url) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from queuing_system.processes import ROOT
+
+    leader, follower = pty.openpty()
+    monitor = subprocess.Popen([sys.executable, "-m", "queuing_system.monitor", "--interval", "0.2"], cwd=ROOT,
+                               stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 20
+        while seen.count(b"workers: 0") < 3 and time.monotonic() < deadline:
+            seen += os.read(leader, 4096)
+    finally:
+        monitor.send_signal(signal.SIGINT)
+        assert monitor.wait(10) == 0
+        monitor.stderr.close()
+        os.close(leader)
+    snapshot_lines = seen.split(b"workers: 0")[0].count(b"\n") + 1
+    assert f"\x1b[{snapshot_lines}F\x1b[J".encode() in seen  # back to the top of the last snapshot, erase below
