@@ -21,4 +21,4 @@ def main() -> None:
 if __name__ == "__main__":
     arguments(__doc__)
     run_lesson(main)
-    # Next: `redis-cli SET Holberton School`, then python 1_redis_op.py
+    # Next: `python -m queuing_system.redis_cli SET Holberton School`, then python 1_redis_op.py

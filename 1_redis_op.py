@@ -1,7 +1,7 @@
 """Task 1 — basic operations: SET and GET.
 
 Teaches: writing and reading a string key.
-Run:     redis-cli SET Holberton School   (task 0's step), then python 1_redis_op.py
+Run:     python -m queuing_system.redis_cli SET Holberton School   (task 0's step), then python 1_redis_op.py
 Prints:  Redis client connected to the server / School / Reply: OK / 100
 """
 

@@ -118,7 +118,7 @@ def task_0(tour: Tour) -> str:
 
 
 def task_1(tour: Tour) -> str:
-    tour.screen.line("  $ redis-cli SET Holberton School        (task 0's step)")
+    tour.screen.line("  $ python -m queuing_system.redis_cli SET Holberton School     (task 0's step)")
     tour.redis.set("Holberton", "School")
     tour.expect("1_redis_op.py", tour.run("1_redis_op.py"), [CONNECTED, "School", "Reply: OK", "100"])
     return "GET, SET, GET lines"
