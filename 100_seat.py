@@ -136,9 +136,12 @@ def create_app(client: redis.Redis | None = None, *, reset: bool = False, verbos
     initialise_seats(client, reset)
     queue = job_queue(SEAT_QUEUE, server_client(url, decode_responses=False))
     # Only the seat job runs here; its end is printed by the callbacks below, once it is stored.
-    processing = BackgroundProcessing(SEAT_QUEUE, {TAKE_SEAT_JOB: take_one_seat},
-                                      callbacks={SEAT_JOB_COMPLETED: seat_job_completed,
-                                                 SEAT_JOB_FAILED: seat_job_failed}, url=url)
+    processing = BackgroundProcessing(
+        SEAT_QUEUE,
+        {TAKE_SEAT_JOB: take_one_seat},
+        callbacks={SEAT_JOB_COMPLETED: seat_job_completed, SEAT_JOB_FAILED: seat_job_failed},
+        url=url,
+    )
     on_exit(processing.stop)  # however the server stops, the job in hand is finished; queued ones wait
     configure_logging(verbose)
     app = json_app(__name__)

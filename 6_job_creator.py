@@ -41,8 +41,11 @@ def create_job(data: dict, settings: JobSettings) -> None:
 
         events.on(job.id, JobEvent.COMPLETED, lambda _: say("Notification job completed"))
         events.on(job.id, JobEvent.FAILED, lambda _: say("Notification job failed"))
-        events.on(job.id, JobEvent.FAILED_ATTEMPT,
-                  lambda error: say(f"Notification job {job.id} failed attempt: {clean(error)}"))
+        events.on(
+            job.id,
+            JobEvent.FAILED_ATTEMPT,
+            lambda error: say(f"Notification job {job.id} failed attempt: {clean(error)}"),
+        )
         events.wait_until_ended([job.id])
 
 

@@ -25,8 +25,13 @@ def process_job(data: Any = None) -> None:
 
 
 if __name__ == "__main__":
-    args = arguments(__doc__, lambda parser: parser.add_argument(
-        "--verbose", action="store_true", help="show RQ's worker log (and the tracebacks of failed jobs)"))
+    args = arguments(
+        __doc__,
+        lambda parser: parser.add_argument(
+            "--verbose", action="store_true", help="show RQ's worker log (and the tracebacks of failed jobs)"
+        ),
+    )
     # Only this function runs here: a job naming anything else fails without running.
-    run_lesson(lambda: sys.exit(run_processor(QUEUE_6, {PROCESS_6: process_job}, verbose=args.verbose)),
-               interrupted_exit=0)
+    run_lesson(
+        lambda: sys.exit(run_processor(QUEUE_6, {PROCESS_6: process_job}, verbose=args.verbose)), interrupted_exit=0
+    )

@@ -77,8 +77,11 @@ def load_jobs(path: str) -> list:
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--jobs-file", metavar="FILE",
-                        help=f"a JSON array of {{phoneNumber, message}} instead of the 11 (at most {MAX_JOBS})")
+    parser.add_argument(
+        "--jobs-file",
+        metavar="FILE",
+        help=f"a JSON array of {{phoneNumber, message}} instead of the 11 (at most {MAX_JOBS})",
+    )
     add_job_options(parser)
 
 

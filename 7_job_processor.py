@@ -48,6 +48,10 @@ def main(verbose: bool) -> int:
 
 
 if __name__ == "__main__":
-    args = arguments(__doc__, lambda parser: parser.add_argument(
-        "--verbose", action="store_true", help="show RQ's worker log (and the tracebacks of failed jobs)"))
+    args = arguments(
+        __doc__,
+        lambda parser: parser.add_argument(
+            "--verbose", action="store_true", help="show RQ's worker log (and the tracebacks of failed jobs)"
+        ),
+    )
     run_lesson(lambda: sys.exit(main(args.verbose)), interrupted_exit=0)

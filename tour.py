@@ -152,8 +152,15 @@ def task_5(tour: Tour) -> str:
         "5_publisher.py",
         publisher.lines,
         [CONNECTED]
-        + [f"About to send {m}" for m in ("Holberton Student #1 starts course", "Holberton Student #2 starts course",
-                                          "KILL_SERVER", "Holberton Student #3 starts course")],
+        + [
+            f"About to send {m}"
+            for m in (
+                "Holberton Student #1 starts course",
+                "Holberton Student #2 starts course",
+                "KILL_SERVER",
+                "Holberton Student #3 starts course",
+            )
+        ],
     )
     return "subscriber stops at KILL_SERVER"
 
@@ -168,8 +175,11 @@ def task_6(tour: Tour) -> str:
             processor.signal(signal.SIGINT)
             code = processor.wait(20)
     tour.expect("6_job_creator.py", creator.lines, ["Notification job created: 1", "Notification job completed"])
-    tour.expect("6_job_processor.py", processor.lines,
-                ["Sending notification to 4153518743, with message: This is the code 4321 to verify your account"])
+    tour.expect(
+        "6_job_processor.py",
+        processor.lines,
+        ["Sending notification to 4153518743, with message: This is the code 4321 to verify your account"],
+    )
     if code != 0:
         raise Mismatch(f"6_job_processor.py exited {code} on Ctrl+C")
     return "created, sent, completed; clean stop"
@@ -207,8 +217,11 @@ def task_7(tour: Tour) -> str:
     for job_id, lines in expected.items():
         tour.expect(f"7_job_creator.py job {job_id}", by_job.get(job_id, []), lines)
     sent = sorted(processor.lines)
-    want = sorted(f"Sending notification to {d['phoneNumber']}, with message: {d['message']}"
-                  for d in JOBS_7 if d["phoneNumber"] not in BLACKLISTED_7)
+    want = sorted(
+        f"Sending notification to {d['phoneNumber']}, with message: {d['message']}"
+        for d in JOBS_7
+        if d["phoneNumber"] not in BLACKLISTED_7
+    )
     tour.expect("7_job_processor.py (sorted)", sent, want)
     return "11 jobs: 9 completed, 2 blacklisted"
 
@@ -276,8 +289,11 @@ def task_100(tour: Tour) -> str:
         server.signal(signal.SIGINT)
         server.wait(20)
     job_ids = [line.split()[3] for line in server.lines[1:]]
-    tour.expect("100_seat.py", server.lines,
-                [f"API available on localhost port {port}"] + [f"Seat reservation job {i} completed" for i in job_ids])
+    tour.expect(
+        "100_seat.py",
+        server.lines,
+        [f"API available on localhost port {port}"] + [f"Seat reservation job {i} completed" for i in job_ids],
+    )
     if len(job_ids) != 50:
         raise Mismatch(f"100_seat.py: {len(job_ids)} jobs completed, expected 50")
     return "50 seats sold, then blocked"

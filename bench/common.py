@@ -20,8 +20,11 @@ def bench_redis() -> Iterator[str]:
     """A private embedded Redis, unless REDIS_URL is set: then that server, which the benchmark
     overwrites (item.1, item.2, available_seats, the lessons' queues: use a Redis of its own)."""
     if os.environ.get("REDIS_URL"):
-        print(f"(benchmarking against REDIS_URL={os.environ['REDIS_URL']}; it overwrites the lessons' keys there)",
-              file=sys.stderr, flush=True)
+        print(
+            f"(benchmarking against REDIS_URL={os.environ['REDIS_URL']}; it overwrites the lessons' keys there)",
+            file=sys.stderr,
+            flush=True,
+        )
         yield os.environ["REDIS_URL"]
         return
     with EmbeddedRedis() as server:
@@ -46,10 +49,16 @@ def node_packages(packages: Sequence[str], sources: Path) -> Iterator[Path | Non
         return
     folder = Path(tempfile.mkdtemp(prefix="original-bench-"))
     try:
-        print(f"(installing {' '.join(packages)} into {folder} with npm, for this run only)", file=sys.stderr,
-              flush=True)
-        subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(folder), *packages],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+        print(
+            f"(installing {' '.join(packages)} into {folder} with npm, for this run only)", file=sys.stderr, flush=True
+        )
+        subprocess.run(
+            ["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(folder), *packages],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=600,
+        )
         for script in sources.glob("*.js"):
             shutil.copy(script, folder / script.name)
         yield folder

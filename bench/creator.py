@@ -39,8 +39,11 @@ def main() -> None:
             say(f"Notification job created: {job.id}")
             follow_notification_job(events, job.id)
             for event in (JobEvent.COMPLETED, JobEvent.FAILED):
-                events.on(job.id, event, lambda _, job_id=job.id: latencies.append(
-                    (time.perf_counter() - created_at[job_id]) * 1000))
+                events.on(
+                    job.id,
+                    event,
+                    lambda _, job_id=job.id: latencies.append((time.perf_counter() - created_at[job_id]) * 1000),
+                )
 
         start = time.perf_counter()
         if one_at_a_time:
@@ -54,9 +57,19 @@ def main() -> None:
             if os.environ.get("ENQUEUE_ONLY") != "1":
                 events.wait_until_ended([job.id for job in jobs])
         total_s = time.perf_counter() - start
-    print(json.dumps({"jobs": count, "enqueue_s": enqueue_s, "total_s": total_s,
-                      "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99)}),
-          file=sys.stderr, flush=True)
+    print(
+        json.dumps(
+            {
+                "jobs": count,
+                "enqueue_s": enqueue_s,
+                "total_s": total_s,
+                "p50_ms": percentile(latencies, 0.5),
+                "p99_ms": percentile(latencies, 0.99),
+            }
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

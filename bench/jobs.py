@@ -47,29 +47,50 @@ def blocked_clients(connection: redis.Redis, command: str) -> int:
 class Implementation:
     """How to start one side's processor and creator."""
 
-    def __init__(self, name: str, processor: list[str], creator: list[str], cwd: Path, waits_with: str,
-                 waiters: int) -> None:
+    def __init__(
+        self, name: str, processor: list[str], creator: list[str], cwd: Path, waits_with: str, waiters: int
+    ) -> None:
         self.name, self.processor, self.creator, self.cwd = name, processor, creator, cwd
         self.waits_with, self.waiters = waits_with, waiters
 
     def run(self, url: str, port: int, jobs: int, one_at_a_time: bool = False, enqueue_only: bool = False) -> dict:
         connection = redis.Redis.from_url(url)
         connection.flushdb()
-        env = {**os.environ, "REDIS_URL": url, "REDIS_PORT": str(port), "JOBS": str(jobs),
-               "ONE_AT_A_TIME": "1" if one_at_a_time else "0", "ENQUEUE_ONLY": "1" if enqueue_only else "0",
-               "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "REDIS_URL": url,
+            "REDIS_PORT": str(port),
+            "JOBS": str(jobs),
+            "ONE_AT_A_TIME": "1" if one_at_a_time else "0",
+            "ENQUEUE_ONLY": "1" if enqueue_only else "0",
+            "PYTHONPATH": str(ROOT),
+        }
         processor = None
         try:
             if not enqueue_only:
-                processor = subprocess.Popen(self.processor, cwd=self.cwd, env=env, stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.DEVNULL, start_new_session=True)
+                processor = subprocess.Popen(
+                    self.processor,
+                    cwd=self.cwd,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
                 deadline = time.monotonic() + 30
                 while blocked_clients(connection, self.waits_with) < self.waiters:  # its workers wait for jobs
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"{self.name}: the processor did not start")
                     time.sleep(0.05)
-            creator = subprocess.run(self.creator, cwd=self.cwd, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, timeout=600, check=True)
+            creator = subprocess.run(
+                self.creator,
+                cwd=self.cwd,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=600,
+                check=True,
+            )
             result = json.loads(creator.stderr.strip().splitlines()[-1])
         finally:
             if processor is not None:
@@ -82,14 +103,15 @@ class Implementation:
 def implementations(kue: Path | None) -> dict[str, Implementation]:
     python = sys.executable
     found = {
-        "ours": Implementation("ours", [python, "7_job_processor.py"], [python, "-m", "bench.creator"], ROOT,
-                               "blmove", 2),
-        "RQ SimpleWorker": Implementation("RQ SimpleWorker", [python, "-c", SIMPLE_WORKER],
-                                          [python, "-m", "bench.creator"], ROOT, "blpop", 1),
+        "ours": Implementation(
+            "ours", [python, "7_job_processor.py"], [python, "-m", "bench.creator"], ROOT, "blmove", 2
+        ),
+        "RQ SimpleWorker": Implementation(
+            "RQ SimpleWorker", [python, "-c", SIMPLE_WORKER], [python, "-m", "bench.creator"], ROOT, "blpop", 1
+        ),
     }
     if kue is not None:
-        found["Kue"] = Implementation("Kue 0.11.6", ["node", "processor.js"], ["node", "creator.js"], kue,
-                                      "blpop", 1)
+        found["Kue"] = Implementation("Kue 0.11.6", ["node", "processor.js"], ["node", "creator.js"], kue, "blpop", 1)
     return found
 
 
@@ -117,12 +139,17 @@ def main() -> None:
             for name in at_scale:
                 result = sides[name].run(url, port, args.jobs)
                 results[name].append(result)
-                print(f"{round_:<7}{name:<12}{rate(result, 'enqueue_s'):>11.0f}{rate(result, 'total_s'):>19.0f}"
-                      f"{result['p50_ms']:>9.0f}{result['p99_ms']:>9.0f}", flush=True)
+                print(
+                    f"{round_:<7}{name:<12}{rate(result, 'enqueue_s'):>11.0f}{rate(result, 'total_s'):>19.0f}"
+                    f"{result['p50_ms']:>9.0f}{result['p99_ms']:>9.0f}",
+                    flush=True,
+                )
         for name in at_scale:
             runs = results[name]
-            print(f"median {name:<5}{statistics.median(rate(r, 'enqueue_s') for r in runs):>13.0f}"
-                  f"{statistics.median(rate(r, 'total_s') for r in runs):>19.0f}")
+            print(
+                f"median {name:<5}{statistics.median(rate(r, 'enqueue_s') for r in runs):>13.0f}"
+                f"{statistics.median(rate(r, 'total_s') for r in runs):>19.0f}"
+            )
         if "Kue" in results:
             ours = statistics.median(rate(r, "total_s") for r in results["ours"])
             theirs = statistics.median(rate(r, "total_s") for r in results["Kue"])

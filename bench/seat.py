@@ -54,13 +54,22 @@ def run(name: str, count: int, clients: int) -> dict[str, float]:
             while finished.count + failed.count < accepted and time.monotonic() < deadline:
                 time.sleep(0.05)
             elapsed = time.perf_counter() - started
-            jobs = [job for job in Job.fetch_many(finished.get_job_ids(), connection=connection,
-                                                  serializer=JSONSerializer) if job]
+            jobs = [
+                job
+                for job in Job.fetch_many(finished.get_job_ids(), connection=connection, serializer=JSONSerializer)
+                if job
+            ]
             latencies = [(job.ended_at - job.enqueued_at).total_seconds() * 1000 for job in jobs]
             sold = SEATS - int(text.get("available_seats"))
             server.stop()
-        return {"accepted": accepted, "completed": len(jobs), "sold": sold, "per_s": len(jobs) / elapsed,
-                "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99)}
+        return {
+            "accepted": accepted,
+            "completed": len(jobs),
+            "sold": sold,
+            "per_s": len(jobs) / elapsed,
+            "p50": percentile(latencies, 0.5),
+            "p99": percentile(latencies, 0.99),
+        }
 
 
 def main() -> None:
@@ -71,8 +80,11 @@ def main() -> None:
     print(f"{'server':<28}{'accepted':>9}{'completed':>10}{'seats sold':>11}{'per s':>8}{'p50 ms':>9}{'p99 ms':>9}")
     for name in ("development server", "--workers 2 (granian)"):
         result = run(name, args.reservations, args.clients)
-        print(f"{name:<28}{result['accepted']:>9}{result['completed']:>10}{result['sold']:>11}"
-              f"{result['per_s']:>8.0f}{result['p50']:>9.1f}{result['p99']:>9.1f}", flush=True)
+        print(
+            f"{name:<28}{result['accepted']:>9}{result['completed']:>10}{result['sold']:>11}"
+            f"{result['per_s']:>8.0f}{result['p50']:>9.1f}{result['p99']:>9.1f}",
+            flush=True,
+        )
     print("(latency: job enqueued -> job finished, as RQ recorded them; per s: completed / wall time)")
 
 

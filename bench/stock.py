@@ -37,8 +37,13 @@ RESERVE_ROUTES = ("/reserve_product/2", "/reserve_product/1")
 @contextlib.contextmanager
 def express(folder: Path, url: str, port: int):
     redis_port = str(redis.Redis.from_url(url).connection_pool.connection_kwargs["port"])
-    server = subprocess.Popen(["node", "stock.js"], cwd=folder, env={**os.environ, "PORT": str(port),
-                              "REDIS_PORT": redis_port}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        ["node", "stock.js"],
+        cwd=folder,
+        env={**os.environ, "PORT": str(port), "REDIS_PORT": redis_port},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until_serving(port, "/list_products")
         yield
@@ -67,16 +72,19 @@ def measure(name: str, serving, url: str, routes, seconds: int) -> dict[str, Loa
             results[path] = load(port, path, seconds)
     if "/reserve_product/1" in results:
         # Both the answers the load saw and the count in Redis must stay within the 4 units.
-        results["/reserve_product/1"].oversold = max(results["/reserve_product/1"].confirmed - 4,
-                                                     int(client.get("item.1") or 0) - 4, 0)
+        results["/reserve_product/1"].oversold = max(
+            results["/reserve_product/1"].confirmed - 4, int(client.get("item.1") or 0) - 4, 0
+        )
     client.close()
     return results
 
 
 def row(label: str, path: str, result: Load, note: str = "") -> str:
     oversold = "" if result.oversold is None else str(result.oversold)
-    return (f"{label:<26}{path:<22}{result.requests_per_s:>9.0f}{result.p50_ms:>8.2f}{result.p99_ms:>8.2f}"
-            f"{oversold:>9}  {note}")
+    return (
+        f"{label:<26}{path:<22}{result.requests_per_s:>9.0f}{result.p50_ms:>8.2f}{result.p99_ms:>8.2f}"
+        f"{oversold:>9}  {note}"
+    )
 
 
 def main() -> None:
@@ -89,8 +97,11 @@ def main() -> None:
     granian = f"ours --workers {args.workers}"
     print(f"{'server':<26}{'route':<22}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'oversold':>9}")
     with contextlib.ExitStack() as stack:
-        folder = None if args.no_express else stack.enter_context(
-            node_packages(["express@4.18", "redis@2.8.0"], EXPRESS_DIR))
+        folder = (
+            None
+            if args.no_express
+            else stack.enter_context(node_packages(["express@4.18", "redis@2.8.0"], EXPRESS_DIR))
+        )
         url = stack.enter_context(bench_redis())
         sides = {granian: lambda port: ours(url, port, args.workers)}
         if folder is not None:
@@ -103,16 +114,19 @@ def main() -> None:
                     if path in LIST_ROUTES:
                         rates[name][path].append(result.requests_per_s)
                     print(row(name, path, result, f"round {round_}, {result.tool}"), flush=True)
-        development = measure("dev", lambda port: ours(url, port, None), url, LIST_ROUTES + RESERVE_ROUTES,
-                              args.seconds)
+        development = measure(
+            "dev", lambda port: ours(url, port, None), url, LIST_ROUTES + RESERVE_ROUTES, args.seconds
+        )
         for path, result in development.items():
             print(row("ours, development server", path, result, result.tool), flush=True)
     if folder is not None:
         for path in LIST_ROUTES:
             ratio = statistics.median(rates[granian][path]) / statistics.median(rates["Express 4.18 (original)"][path])
             print(f"{path}: ours / Express = {ratio:.2f}x (medians of {args.rounds})")
-    print(f"(wrk -t2 -c32 -d{args.seconds}s on loopback; {os.cpu_count()} cores shared by load, servers and Redis;"
-          f" {ROOT.name})")
+    print(
+        f"(wrk -t2 -c32 -d{args.seconds}s on loopback; {os.cpu_count()} cores shared by load, servers and Redis;"
+        f" {ROOT.name})"
+    )
 
 
 if __name__ == "__main__":

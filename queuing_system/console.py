@@ -60,8 +60,11 @@ def sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def arguments(doc: str | None, configure: Callable[[argparse.ArgumentParser], None] | None = None,
-              argv: Sequence[str] | None = None) -> argparse.Namespace:
+def arguments(
+    doc: str | None,
+    configure: Callable[[argparse.ArgumentParser], None] | None = None,
+    argv: Sequence[str] | None = None,
+) -> argparse.Namespace:
     """A lesson's command line: `--help` prints its docstring (what it teaches, how to run it, what it
     prints) without touching Redis; an argument it does not know is refused (one line, exit 2)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,8 +95,11 @@ def run_lesson(main: Callable[[], object], *, interrupted_exit: int = 130) -> No
         sys.exit(1)
     except ResponseError as error:
         if "DB index is out of range" in str(error):
-            print(f"REDIS_URL={redis_url()!r}: that database does not exist on this server ({error})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"REDIS_URL={redis_url()!r}: that database does not exist on this server ({error})",
+                file=sys.stderr,
+                flush=True,
+            )
             sys.exit(2)
         not_connected(error)  # the server refused us (a password it wants, say)
         sys.exit(1)
@@ -104,8 +110,11 @@ def run_lesson(main: Callable[[], object], *, interrupted_exit: int = 130) -> No
     except Exception as error:
         if os.environ.get("QUEUING_DEBUG"):
             raise
-        print(f"Unexpected error: {type(error).__name__}: {clean(error)} (QUEUING_DEBUG=1 shows where)",
-              file=sys.stderr, flush=True)
+        print(
+            f"Unexpected error: {type(error).__name__}: {clean(error)} (QUEUING_DEBUG=1 shows where)",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(1)
     sys.exit(0)
 

@@ -59,8 +59,7 @@ def job_extras(job: Job) -> dict[str, Any]:
     if status == JobStatus.FINISHED:
         progress = 100  # as Kue shows a complete job
     error = job.meta.get("error") if status in (JobStatus.FAILED, JobStatus.STOPPED) else None
-    return {"status": status.value if status else "", "progress": progress,
-            "error": clean(error) if error else None}
+    return {"status": status.value if status else "", "progress": progress, "error": clean(error) if error else None}
 
 
 class _JSONWorker(Worker):
@@ -105,8 +104,14 @@ def _list_every_lesson_queue(app: Flask) -> None:
     @app.before_request
     def register_queues() -> None:
         if not getattr(app, "lesson_queues_listed", False):
-            app.redis_conn.sadd("rq:queues", *(f"rq:queue:{name}" for base in LESSON_QUEUES  # type: ignore[attr-defined]
-                                               for name in queues_by_priority(base)))
+            app.redis_conn.sadd(
+                "rq:queues",
+                *(
+                    f"rq:queue:{name}"
+                    for base in LESSON_QUEUES  # type: ignore[attr-defined]
+                    for name in queues_by_priority(base)
+                ),
+            )
             app.lesson_queues_listed = True  # type: ignore[attr-defined]
 
 
@@ -115,8 +120,9 @@ def _add_progress_to_job_lists(app: Flask) -> None:
     source, _, _ = app.jinja_env.loader.get_source(app.jinja_env, JOBS_TEMPLATE)  # type: ignore[union-attr]
     if ROW_ANCHOR not in source:  # a newer rq-dashboard: its own page, unchanged
         return
-    app.jinja_loader = ChoiceLoader([DictLoader({JOBS_TEMPLATE: source.replace(ROW_ANCHOR, ROW_ANCHOR + PROGRESS_ROW)}),
-                                     app.jinja_loader])  # type: ignore[list-item]
+    app.jinja_loader = ChoiceLoader(
+        [DictLoader({JOBS_TEMPLATE: source.replace(ROW_ANCHOR, ROW_ANCHOR + PROGRESS_ROW)}), app.jinja_loader]
+    )  # type: ignore[list-item]
 
 
 # Added to rq-dashboard's pages: a banner while its polls fail (they are answered 503 while Redis is away).
@@ -153,9 +159,11 @@ def _say_when_redis_is_away(app: Flask) -> None:
             not_connected(error)
         if request.path.endswith(".json"):
             return jsonify(status="Redis unavailable, try again shortly"), 503
-        page = (f"<!doctype html><meta http-equiv='refresh' content='2'><title>Redis unavailable</title>"
-                f"<p>Redis is not reachable at {clean(redis_url())} ({clean(error)}). "
-                f"This page tries again every 2 seconds.</p>")
+        page = (
+            f"<!doctype html><meta http-equiv='refresh' content='2'><title>Redis unavailable</title>"
+            f"<p>Redis is not reachable at {clean(redis_url())} ({clean(error)}). "
+            f"This page tries again every 2 seconds.</p>"
+        )
         return page, 503
 
     for kind in REDIS_DOWN:
@@ -180,10 +188,15 @@ def serve(host: str, port: int) -> int:
 def main(argv: list[str] | None = None) -> None:
     def options(parser: argparse.ArgumentParser) -> None:
         parser.prog = "python -m queuing_system.dashboard"
-        parser.add_argument("--port", type=bounded(0, 65535), default=DEFAULT_PORT,
-                            help=f"the port to serve on (default {DEFAULT_PORT}; 0: any free port)")
-        parser.add_argument("--host", default="127.0.0.1",
-                            help="the address to serve on (default 127.0.0.1: this machine only)")
+        parser.add_argument(
+            "--port",
+            type=bounded(0, 65535),
+            default=DEFAULT_PORT,
+            help=f"the port to serve on (default {DEFAULT_PORT}; 0: any free port)",
+        )
+        parser.add_argument(
+            "--host", default="127.0.0.1", help="the address to serve on (default 127.0.0.1: this machine only)"
+        )
         parser.add_argument("--verbose", action="store_true", help="log every request")
 
     args = arguments(__doc__, options, argv)

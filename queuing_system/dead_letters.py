@@ -1,9 +1,9 @@
 """Dead letters: the jobs that failed for good, kept in RQ's failed registry (a week by default).
 
-    python -m queuing_system.dead_letters                  list them, every queue (the same as `list`)
-    python -m queuing_system.dead_letters list
-    python -m queuing_system.dead_letters requeue 12 15    put those back on their queue
-    python -m queuing_system.dead_letters requeue --all    put every one back
+python -m queuing_system.dead_letters                  list them, every queue (the same as `list`)
+python -m queuing_system.dead_letters list
+python -m queuing_system.dead_letters requeue 12 15    put those back on their queue
+python -m queuing_system.dead_letters requeue --all    put every one back
 """
 
 from __future__ import annotations

@@ -48,8 +48,9 @@ def free_port() -> int:
 class EmbeddedRedis:
     """`with EmbeddedRedis() as server: server.url` — a real Redis for as long as the block."""
 
-    def __init__(self, port: int | None = None, binary: str | None = None, *, persistent: bool = False,
-                 host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, port: int | None = None, binary: str | None = None, *, persistent: bool = False, host: str = "127.0.0.1"
+    ) -> None:
         self.binary = binary or find_redis_server()
         self.port = port or free_port()
         self.host = host
@@ -65,13 +66,20 @@ class EmbeddedRedis:
         self._process = subprocess.Popen(
             [
                 self.binary,
-                "--port", str(self.port),
-                "--bind", self.host,
-                "--save", "",
-                "--appendonly", "yes" if self.persistent else "no",
-                "--dir", str(self._dir),
-                "--logfile", str(self._dir / "redis.log"),
-                "--daemonize", "no",
+                "--port",
+                str(self.port),
+                "--bind",
+                self.host,
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.persistent else "no",
+                "--dir",
+                str(self._dir),
+                "--logfile",
+                str(self._dir / "redis.log"),
+                "--daemonize",
+                "no",
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -70,8 +70,9 @@ class JobSettings:
     def retry(self) -> Retry | None:
         if self.attempts <= 1:
             return None
-        return Retry(max=self.attempts - 1,
-                     interval=[min(self.backoff * 2**n, MAX_BACKOFF) for n in range(self.attempts - 1)])
+        return Retry(
+            max=self.attempts - 1, interval=[min(self.backoff * 2**n, MAX_BACKOFF) for n in range(self.attempts - 1)]
+        )
 
 
 def queue_connection(url: str | None = None) -> redis.Redis:
@@ -89,8 +90,9 @@ def next_job_id(connection: redis.Redis) -> str:
     return str(connection.incr(JOB_ID_COUNTER))
 
 
-def _create(queue: Queue, function: str, data: Any, job_id: str, settings: JobSettings,
-            on_success: str, on_failure: str) -> Job:
+def _create(
+    queue: Queue, function: str, data: Any, job_id: str, settings: JobSettings, on_success: str, on_failure: str
+) -> Job:
     return queue.create_job(
         function,
         args=() if data is None else (data,),
@@ -107,8 +109,9 @@ def _create(queue: Queue, function: str, data: Any, job_id: str, settings: JobSe
 def _put(queue: Queue, job: Job, settings: JobSettings, pipeline: redis.client.Pipeline | None = None) -> Job:
     """On its queue, or (with a delay) in the scheduled registry."""
     if settings.delay > 0:
-        return queue.schedule_job(job, datetime.now(timezone.utc) + timedelta(seconds=settings.delay),
-                                  pipeline=pipeline)
+        return queue.schedule_job(
+            job, datetime.now(timezone.utc) + timedelta(seconds=settings.delay), pipeline=pipeline
+        )
     return queue.enqueue_job(job, pipeline=pipeline)
 
 
@@ -139,16 +142,24 @@ def enqueue(
     return _put(queue, job, settings)
 
 
-def _write_chunk(queue: Queue, function: str, datas: Sequence[Any], ids: list[str], settings: JobSettings,
-                 pipeline: redis.client.Pipeline) -> list[Job]:
+def _write_chunk(
+    queue: Queue,
+    function: str,
+    datas: Sequence[Any],
+    ids: list[str],
+    settings: JobSettings,
+    pipeline: redis.client.Pipeline,
+) -> list[Job]:
     """Queue commands that store jobs `ids` exactly as RQ stores them, cheaply: RQ enqueues the first
     itself; the others are written from its stored fields, changing only what differs between them
     (id, data, description, times). tests/test_processor.py checks the result against RQ's own."""
     first = _create(queue, function, datas[0], ids[0], settings, ON_SUCCESS, ON_FAILURE)
     _put(queue, first, settings, pipeline)
     if settings.delay > 0:  # the scheduled registry: RQ's path for every job (rarely many)
-        jobs = [first] + [_create(queue, function, data, job_id, settings, ON_SUCCESS, ON_FAILURE)
-                          for job_id, data in zip(ids[1:], datas[1:], strict=True)]
+        jobs = [first] + [
+            _create(queue, function, data, job_id, settings, ON_SUCCESS, ON_FAILURE)
+            for job_id, data in zip(ids[1:], datas[1:], strict=True)
+        ]
         for job in jobs[1:]:
             _put(queue, job, settings, pipeline)
         return jobs
@@ -160,8 +171,16 @@ def _write_chunk(queue: Queue, function: str, datas: Sequence[Any], ids: list[st
         job.description = get_call_string(function, job.args, {}, max_length=75)
         job.created_at = job.enqueued_at = now()
         stamp = utcformat(job.created_at)
-        pipeline.hset(job.key, mapping={**stored, "data": zlib.compress(job.data), "description": job.description,
-                                        "created_at": stamp, "enqueued_at": stamp})
+        pipeline.hset(
+            job.key,
+            mapping={
+                **stored,
+                "data": zlib.compress(job.data),
+                "description": job.description,
+                "created_at": stamp,
+                "enqueued_at": stamp,
+            },
+        )
         jobs.append(job)
     if len(ids) > 1:
         pipeline.rpush(queue.key, *ids[1:])
@@ -232,19 +251,29 @@ def enqueue_many(
             time.sleep(min(next(delays), max(0.0, deadline - now)))
 
 
-def create_or_explain(queue: Queue, function: str, datas: Sequence[Any], settings: JobSettings,
-                      created: Callable[[Job], None] = lambda job: None) -> list[Job]:
+def create_or_explain(
+    queue: Queue,
+    function: str,
+    datas: Sequence[Any],
+    settings: JobSettings,
+    created: Callable[[Job], None] = lambda job: None,
+) -> list[Job]:
     """`enqueue_many` for a creator script: the not-connected line on each failed attempt and,
     if Redis stays away, one line saying which jobs were created, then exit 1."""
     patience = env_int("QUEUING_ENQUEUE_PATIENCE", 30, 1, 3600)
     try:
-        return enqueue_many(queue, function, datas, settings, created=created, retrying=not_connected,
-                            give_up_after=patience)
+        return enqueue_many(
+            queue, function, datas, settings, created=created, retrying=not_connected, give_up_after=patience
+        )
     except EnqueueInterruptedError as stop:
         ids = [job.id for job in stop.created]
         which = f" (ids {ids[0]}-{ids[-1]})" if ids else ""
-        print(f"Gave up: Redis stayed away ({stop.error}); created {len(ids)} of {stop.wanted} jobs{which}, "
-              f"not the other {stop.wanted - len(ids)}", file=sys.stderr, flush=True)
+        print(
+            f"Gave up: Redis stayed away ({stop.error}); created {len(ids)} of {stop.wanted} jobs{which}, "
+            f"not the other {stop.wanted - len(ids)}",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(1)
 
 
@@ -276,15 +305,28 @@ def bounded(minimum: int, maximum: int) -> Callable[[str], int]:
 
 
 def add_job_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--attempts", type=bounded(1, MAX_ATTEMPTS), default=1, metavar="N",
-                        help=f"try a failing job up to N times (1 to {MAX_ATTEMPTS}), waiting QUEUING_RETRY_BACKOFF "
-                             f"seconds before the first retry, then twice as long each time, at most an hour "
-                             f"(default 1)")
-    parser.add_argument("--delay", type=bounded(0, MAX_DELAY), default=0, metavar="SECONDS",
-                        help=f"hold the jobs back this long before they may run (0 to {MAX_DELAY}, thirty days; "
-                             f"default 0)")
-    parser.add_argument("--priority", choices=[p.value for p in Priority], default=Priority.NORMAL.value,
-                        help="high jobs are served before normal, normal before low (default normal)")
+    parser.add_argument(
+        "--attempts",
+        type=bounded(1, MAX_ATTEMPTS),
+        default=1,
+        metavar="N",
+        help=f"try a failing job up to N times (1 to {MAX_ATTEMPTS}), waiting QUEUING_RETRY_BACKOFF "
+        f"seconds before the first retry, then twice as long each time, at most an hour "
+        f"(default 1)",
+    )
+    parser.add_argument(
+        "--delay",
+        type=bounded(0, MAX_DELAY),
+        default=0,
+        metavar="SECONDS",
+        help=f"hold the jobs back this long before they may run (0 to {MAX_DELAY}, thirty days; default 0)",
+    )
+    parser.add_argument(
+        "--priority",
+        choices=[p.value for p in Priority],
+        default=Priority.NORMAL.value,
+        help="high jobs are served before normal, normal before low (default normal)",
+    )
 
 
 def job_settings(args: argparse.Namespace) -> JobSettings:

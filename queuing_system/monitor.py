@@ -80,8 +80,10 @@ def snapshot(connection: redis.Redis) -> list[str]:
     lines.append(f"workers: {len(workers)}")
     for worker in workers:
         doing = f"job {clean(worker['job'])}" if worker["job"] else "-"
-        lines.append(f"  {worker['name'][:12]}  pid {worker.get('pid', '?'):<7} {worker.get('state', '?'):<6} "
-                     f"{doing:<12} on {clean(worker.get('queues', '').replace(',', ', '))}")
+        lines.append(
+            f"  {worker['name'][:12]}  pid {worker.get('pid', '?'):<7} {worker.get('state', '?'):<6} "
+            f"{doing:<12} on {clean(worker.get('queues', '').replace(',', ', '))}"
+        )
     return lines
 
 
@@ -121,8 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     def options(parser: argparse.ArgumentParser) -> None:
         parser.prog = "python -m queuing_system.monitor"
         parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
-        parser.add_argument("--interval", type=interval, default=1.0,
-                            help="seconds between snapshots (0.1 to 3600, default 1)")
+        parser.add_argument(
+            "--interval", type=interval, default=1.0, help="seconds between snapshots (0.1 to 3600, default 1)"
+        )
 
     args = arguments(__doc__, options, argv)
     if args.once:

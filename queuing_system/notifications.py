@@ -65,8 +65,9 @@ def follow_notification_job(events: JobEvents, job_id: str) -> None:
     # Event values come from processors (and anyone who can publish on the channel): printed cleaned.
     events.on(job_id, JobEvent.PROGRESS, lambda percent: say(f"Notification job {job_id} {clean(percent)}% complete"))
     events.on(job_id, JobEvent.COMPLETED, lambda _: say(f"Notification job {job_id} completed"))
-    events.on(job_id, JobEvent.FAILED_ATTEMPT,
-              lambda error: say(f"Notification job {job_id} failed attempt: {clean(error)}"))
+    events.on(
+        job_id, JobEvent.FAILED_ATTEMPT, lambda error: say(f"Notification job {job_id} failed attempt: {clean(error)}")
+    )
     events.on(job_id, JobEvent.FAILED, lambda error: say(f"Notification job {job_id} failed: {clean(error)}"))
 
 

@@ -254,8 +254,13 @@ class Processor(BaseWorker):
         self._pristine_job = _OfferedJob(connection=connection, serializer=self.serializer)
         # RQ's scheduler, driven from our loop (no subprocess); named after us, so a sweep can free
         # the locks of a dead worker's scheduler.
-        self.scheduler = RQScheduler(self.queues, connection=connection, serializer=JSONSerializer, name=self.name,
-                                     logging_level=logging.getLogger("rq").level or logging.ERROR)
+        self.scheduler = RQScheduler(
+            self.queues,
+            connection=connection,
+            serializer=JSONSerializer,
+            name=self.name,
+            logging_level=logging.getLogger("rq").level or logging.ERROR,
+        )
         self._queues_by_name = {queue.name: queue for queue in self.queues}
         self._stopping = False
         self._in_job = False
@@ -347,15 +352,29 @@ class Processor(BaseWorker):
             if mode == "finished" and not ran.event and ran.announce is None:
                 ran.event = events.event_message(ran.job.id, events.JobEvent.COMPLETED)
             ended = ran.ended_at or now
-            settle = [mode, ran.job.id, ran.execution_id, repr(ran.started_at.timestamp()), utcformat(ended),
-                      repr(ended.timestamp()), _encoded(ran.return_value) if mode == "finished" else "",
-                      ran.event]
+            settle = [
+                mode,
+                ran.job.id,
+                ran.execution_id,
+                repr(ran.started_at.timestamp()),
+                utcformat(ended),
+                repr(ended.timestamp()),
+                _encoded(ran.return_value) if mode == "finished" else "",
+                ran.event,
+            ]
         reply = self.line.run(
             processor_lua.ADVANCE,
-            self.name, self.settings.lease, utcformat(now), repr(now.timestamp()),
-            *settle, JOB_EVENTS_CHANNEL,
-            0 if self._stopping else self._claim_size(), "0" if self._stopping else "1", execution_id,
-            self.settings.default_timeout, *self.queue_names(),
+            self.name,
+            self.settings.lease,
+            utcformat(now),
+            repr(now.timestamp()),
+            *settle,
+            JOB_EVENTS_CHANNEL,
+            0 if self._stopping else self._claim_size(),
+            "0" if self._stopping else "1",
+            execution_id,
+            self.settings.default_timeout,
+            *self.queue_names(),
         )
         settled = as_text(reply[0])
         if settled == "no worker":
@@ -369,8 +388,9 @@ class Processor(BaseWorker):
         if settled == "ok" and ran is not None and ran.announce is not None:
             ran.announce()
         if settled == "lost" and ran is not None:
-            log.warning("Worker %s: job %s was taken over by a sweep (this worker was presumed dead)",
-                        self.name, ran.job.id)
+            log.warning(
+                "Worker %s: job %s was taken over by a sweep (this worker was presumed dead)", self.name, ran.job.id
+            )
         if reply[1] is None:
             return None, None
         job = copy.copy(self._pristine_job)  # RQ's Job() checks its serializer against a slow Protocol
@@ -409,8 +429,14 @@ class Processor(BaseWorker):
 
     def _wait_for_jobs(self) -> None:
         """Block until a job lands on the main queue (moved straight into our claims), or idle_wait passes."""
-        self.line.call("BLMOVE", f"rq:queue:{self.base_queue}", f"queuing:claimed:{self.name}", "LEFT", "RIGHT",
-                       self.settings.idle_wait)
+        self.line.call(
+            "BLMOVE",
+            f"rq:queue:{self.base_queue}",
+            f"queuing:claimed:{self.name}",
+            "LEFT",
+            "RIGHT",
+            self.settings.idle_wait,
+        )
 
     # -- 2. run ------------------------------------------------------------------------------------
 
@@ -451,8 +477,9 @@ class Processor(BaseWorker):
         try:
             name = job.func_name
         except DeserializationError:
-            raise JobRefusedError("Job data cannot be read as JSON (enqueued with RQ's default serializer, "
-                                  "pickle?)") from None
+            raise JobRefusedError(
+                "Job data cannot be read as JSON (enqueued with RQ's default serializer, pickle?)"
+            ) from None
         if name not in self.functions:
             raise JobRefusedError(f"Job function {name!r} is not offered by this processor")
         for callback in (job._success_callback_name, job._failure_callback_name):
@@ -495,8 +522,9 @@ class Processor(BaseWorker):
             job.save_meta()
             job.ended_at = ran.ended_at
             self.handle_exception(job, *ran.exc_info)  # RQ's log (the traceback), shown with --verbose
-            self.handle_job_failure(job, queue=self._queue(job), exc_string=format_exc_info(ran.exc_info),
-                                    execution=self._execution(ran))
+            self.handle_job_failure(
+                job, queue=self._queue(job), exc_string=format_exc_info(ran.exc_info), execution=self._execution(ran)
+            )
             if job.get_status(refresh=True) == JobStatus.STARTED:  # RQ logs, not raises, a failed write
                 raise redis.exceptions.ConnectionError("the failure of the job could not be stored")
         ran.recorded = True
@@ -519,8 +547,9 @@ class Processor(BaseWorker):
         return execution
 
     def _queue(self, job: Job) -> Queue:
-        return self._queues_by_name.get(job.origin) or Queue(job.origin, connection=self.connection,
-                                                              serializer=self.serializer)
+        return self._queues_by_name.get(job.origin) or Queue(
+            job.origin, connection=self.connection, serializer=self.serializer
+        )
 
     # -- 4. recover, and the rest of the upkeep -----------------------------------------------------
 
@@ -583,8 +612,9 @@ class Processor(BaseWorker):
         job.meta["error"] = events.ABANDONED_MESSAGE
         job.save_meta()
         job.ended_at = ran.ended_at
-        self.handle_job_failure(job, queue=self._queue(job), exc_string=events.ABANDONED_MESSAGE,
-                                execution=self._execution(ran))
+        self.handle_job_failure(
+            job, queue=self._queue(job), exc_string=events.ABANDONED_MESSAGE, execution=self._execution(ran)
+        )
         if job.get_status(refresh=True) == JobStatus.STARTED:
             return  # not stored: the next sweep tries again, once the sweeping mark expires
         announce = None
@@ -682,8 +712,9 @@ def _clean_registries(queue: Queue) -> None:
     """RQ's clean_registries, minus the started registry: `Processor.recover` ends abandoned jobs,
     storing each failure before announcing it (RQ's sweep runs the callback first)."""
     for registry_class in (FinishedJobRegistry, FailedJobRegistry, DeferredJobRegistry, ReadyJobRegistry):
-        registry_class(queue.name, connection=queue.connection, job_class=queue.job_class,
-                       serializer=queue.serializer).cleanup()
+        registry_class(
+            queue.name, connection=queue.connection, job_class=queue.job_class, serializer=queue.serializer
+        ).cleanup()
     clean_worker_registry(queue)
 
 
@@ -720,8 +751,11 @@ class _Steward(threading.Thread):
     def _look_after(self, worker: Processor) -> None:
         now = time.monotonic()
         busy_since = worker._busy_since
-        if worker._stopping or (busy_since is not None and now - busy_since > worker.settings.hold_limit
-                                and worker._held_back_for != str(busy_since)):
+        if worker._stopping or (
+            busy_since is not None
+            and now - busy_since > worker.settings.hold_limit
+            and worker._held_back_for != str(busy_since)
+        ):
             worker._held_back_for = str(busy_since)
             # The loop's RedisLine belongs to its thread; the pool client is safe to share.
             _run_script(worker.connection, processor_lua.GIVE_BACK, worker.name)

@@ -49,8 +49,12 @@ def port_is_free(host: str, port: int) -> bool:
 
 def serve(host: str, port: int) -> int:
     if not port_is_free(host, port):
-        print(f"Cannot start Redis on {host}:{port}: something already listens there "
-              f"(if it is a Redis, the lessons can use it as it is)", file=sys.stderr, flush=True)
+        print(
+            f"Cannot start Redis on {host}:{port}: something already listens there "
+            f"(if it is a Redis, the lessons can use it as it is)",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     binary = find_redis_server()
     stopped = threading.Event()

@@ -75,15 +75,24 @@ def _reason(error: OSError) -> str:
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=bounded(1, 64), metavar="N",
-                        help="serve with granian, N processes (1 to 64; default: Flask's development server)")
-    parser.add_argument("--threads", type=bounded(1, 256), metavar="N",
-                        help="requests served at once per process (1 to 256; default 32, or 4 with --workers)")
+    parser.add_argument(
+        "--workers",
+        type=bounded(1, 64),
+        metavar="N",
+        help="serve with granian, N processes (1 to 64; default: Flask's development server)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=bounded(1, 256),
+        metavar="N",
+        help="requests served at once per process (1 to 256; default 32, or 4 with --workers)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request (and RQ's worker log)")
 
 
-def run_server(target: str, create: Callable[[], Flask], args: argparse.Namespace,
-               prepare: Callable[[], None] | None = None) -> int:
+def run_server(
+    target: str, create: Callable[[], Flask], args: argparse.Namespace, prepare: Callable[[], None] | None = None
+) -> int:
     """Serve the app `create()` builds (`target`, "module:factory", for granian's processes).
 
     `prepare` runs once, after the port is bound and before the first request (100_seat's --reset).
@@ -194,8 +203,9 @@ class DevelopmentServer(BaseWSGIServer):
     def __init__(self, app: Flask, listener: socket.socket, threads: int) -> None:
         self._requests: queue.Queue[tuple[socket.socket, Any] | None] = queue.Queue()
         self._heads: dict[socket.socket, bytes] = {}
-        self._threads = [threading.Thread(target=self._serve_requests, daemon=True, name=f"request-{n}")
-                         for n in range(threads)]
+        self._threads = [
+            threading.Thread(target=self._serve_requests, daemon=True, name=f"request-{n}") for n in range(threads)
+        ]
         self._started = False  # werkzeug calls server_close() while it sets up (for a socket it does not use)
         host, port = listener.getsockname()[:2]
         super().__init__(host, port, app, handler=_JSONRequestHandler, fd=listener.fileno())
@@ -244,8 +254,9 @@ class DevelopmentServer(BaseWSGIServer):
             arriving[connection] = _Arriving(address, time.monotonic() + HEADER_TIMEOUT)
             selector.register(connection, selectors.EVENT_READ)
 
-    def _read_head(self, selector: selectors.BaseSelector, arriving: dict[socket.socket, _Arriving],
-                   connection: socket.socket) -> None:
+    def _read_head(
+        self, selector: selectors.BaseSelector, arriving: dict[socket.socket, _Arriving], connection: socket.socket
+    ) -> None:
         state = arriving[connection]
         try:
             data = connection.recv(65536)
@@ -265,8 +276,9 @@ class DevelopmentServer(BaseWSGIServer):
             self._requests.put((connection, state.address))
 
     @staticmethod
-    def _drop(selector: selectors.BaseSelector, arriving: dict[socket.socket, _Arriving],
-              connection: socket.socket) -> None:
+    def _drop(
+        selector: selectors.BaseSelector, arriving: dict[socket.socket, _Arriving], connection: socket.socket
+    ) -> None:
         with contextlib.suppress(KeyError, ValueError):
             selector.unregister(connection)
         arriving.pop(connection, None)
@@ -304,8 +316,10 @@ class DevelopmentServer(BaseWSGIServer):
                 thread.join(max(0.0, deadline - time.monotonic()))
 
 
-BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-        b"Connection: close\r\n\r\n" + b'{"status":"Server busy, try again shortly"}')
+BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\n\r\n" + b'{"status":"Server busy, try again shortly"}'
+)
 
 
 def serve_development(app: Flask, listener: socket.socket, threads: int) -> int:
@@ -341,8 +355,9 @@ def _allow_many_connections() -> None:
 # -- granian -----------------------------------------------------------------------------------------
 
 
-def serve_granian(target: str, host: str, port: int, workers: int, threads: int,
-                  prepare: Callable[[], None] | None, verbose: bool) -> int:
+def serve_granian(
+    target: str, host: str, port: int, workers: int, threads: int, prepare: Callable[[], None] | None, verbose: bool
+) -> int:
     """`target` on granian: `workers` processes, each `threads` request threads; a worker that dies
     is replaced; clients get HEADER_TIMEOUT seconds for their headers; a stop takes at most ~5 s."""
     from granian import Granian
@@ -353,11 +368,22 @@ def serve_granian(target: str, host: str, port: int, workers: int, threads: int,
     with listen(host, port) as probe:  # a port that is taken is refused here, in one line, before anything
         port = probe.getsockname()[1]  # (and for PORT=0, granian would not say which port it got)
     server = Granian(
-        target, address=host, port=port, interface=Interfaces.WSGI, factory=True, working_dir=ROOT,
-        workers=workers, blocking_threads=threads, backpressure=4096, backlog=4096,
+        target,
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        factory=True,
+        working_dir=ROOT,
+        workers=workers,
+        blocking_threads=threads,
+        backpressure=4096,
+        backlog=4096,
         http1_settings=HTTP1Settings(header_read_timeout=HEADER_TIMEOUT * 1000),
-        respawn_failed_workers=True, respawn_interval=0.5, workers_kill_timeout=5,
-        log_enabled=verbose, log_access=verbose,
+        respawn_failed_workers=True,
+        respawn_interval=0.5,
+        workers_kill_timeout=5,
+        log_enabled=verbose,
+        log_access=verbose,
     )
 
     @server.on_startup

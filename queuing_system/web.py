@@ -63,9 +63,12 @@ def server_client(url: str | None = None, *, decode_responses: bool = True) -> r
     """A client for a server process: one connection per request thread (so none waits for one),
     at most a few more; past that a request waits CONNECTION_WAIT seconds, then is answered busy."""
     base = connect(url, decode_responses=decode_responses)
-    pool = _BoundedPool(max_connections=request_threads() + 4, timeout=CONNECTION_WAIT,
-                        connection_class=base.connection_pool.connection_class,
-                        **base.connection_pool.connection_kwargs)
+    pool = _BoundedPool(
+        max_connections=request_threads() + 4,
+        timeout=CONNECTION_WAIT,
+        connection_class=base.connection_pool.connection_class,
+        **base.connection_pool.connection_kwargs,
+    )
     base.connection_pool.disconnect()
     return redis.Redis(connection_pool=pool)
 

@@ -102,8 +102,9 @@ def serve(
         if connection is None:
             return 0
         try:
-            processor = Processor(base_queue, connection, functions=functions, settings=settings,
-                                  watch_parent=watch_parent)
+            processor = Processor(
+                base_queue, connection, functions=functions, settings=settings, watch_parent=watch_parent
+            )
         except REDIS_DOWN as error:  # it went away again between the PING and the worker's first words
             not_connected(error)
             continue
@@ -136,16 +137,23 @@ def run_processor(
     except Exception as error:  # a bug, not a user's mistake: one line, and a supervisor restarts us
         if verbose:
             raise
-        print(f"Processor stopped by an unexpected error: {type(error).__name__}: {error}", file=sys.stderr,
-              flush=True)
+        print(f"Processor stopped by an unexpected error: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         return 1
 
 
 class _Tree:
     """N worker processes forked from this one, kept alive until a stop is requested."""
 
-    def __init__(self, base_queue: str, functions: Mapping[str, Callable[..., Any]], concurrency: int,
-                 burst: bool, verbose: bool, url: str | None, settings: ProcessorSettings) -> None:
+    def __init__(
+        self,
+        base_queue: str,
+        functions: Mapping[str, Callable[..., Any]],
+        concurrency: int,
+        burst: bool,
+        verbose: bool,
+        url: str | None,
+        settings: ProcessorSettings,
+    ) -> None:
         self._target = (base_queue, functions, burst, verbose, url, settings)
         self._concurrency = concurrency
         self._burst = burst
@@ -205,8 +213,15 @@ def _die_with_parent(parent_pid: int) -> None:
         sys.exit(0)
 
 
-def _worker_process(parent_pid: int, base_queue: str, functions: Mapping[str, Callable[..., Any]], burst: bool,
-                    verbose: bool, url: str | None, settings: ProcessorSettings) -> None:
+def _worker_process(
+    parent_pid: int,
+    base_queue: str,
+    functions: Mapping[str, Callable[..., Any]],
+    burst: bool,
+    verbose: bool,
+    url: str | None,
+    settings: ProcessorSettings,
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # not the parent's forwarding handler
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(parent_pid)
@@ -217,8 +232,13 @@ def _worker_process(parent_pid: int, base_queue: str, functions: Mapping[str, Ca
 class BackgroundProcessing:
     """A processor in a background thread of this (server) process; `stop()` finishes the job in hand."""
 
-    def __init__(self, base_queue: str, functions: Mapping[str, Callable[..., Any]],
-                 callbacks: Mapping[str, Callable[..., Any]] | None = None, url: str | None = None) -> None:
+    def __init__(
+        self,
+        base_queue: str,
+        functions: Mapping[str, Callable[..., Any]],
+        callbacks: Mapping[str, Callable[..., Any]] | None = None,
+        url: str | None = None,
+    ) -> None:
         self._base_queue = base_queue
         self._functions = functions
         self._callbacks = callbacks
@@ -244,8 +264,9 @@ class BackgroundProcessing:
             if connection is None:
                 return
             try:
-                processor = Processor(self._base_queue, connection, functions=self._functions,
-                                      callbacks=self._callbacks, in_thread=True)
+                processor = Processor(
+                    self._base_queue, connection, functions=self._functions, callbacks=self._callbacks, in_thread=True
+                )
                 with self._lock:
                     self._processor = processor
                     if self._stopped.is_set():

@@ -7,8 +7,12 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 # Fast sweeps and retries, so tests need not wait RQ's minutes.
-FAST = {"QUEUING_DEQUEUE_TIMEOUT": "1", "QUEUING_MAINTENANCE_INTERVAL": "1", "QUEUING_WORKER_LEASE": "2",
-        "QUEUING_RETRY_BACKOFF": "1"}
+FAST = {
+    "QUEUING_DEQUEUE_TIMEOUT": "1",
+    "QUEUING_MAINTENANCE_INTERVAL": "1",
+    "QUEUING_WORKER_LEASE": "2",
+    "QUEUING_RETRY_BACKOFF": "1",
+}
 # 6_job_processor.py that also offers the tests' slow job (tests.jobs_for_tests.hold).
 HOLDING_PROCESSOR = "tests/holding_processor.py"
 

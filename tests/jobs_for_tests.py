@@ -46,8 +46,9 @@ def redis_picture(connection: redis.Redis, worker_name: str = "") -> dict:
         ttl = connection.ttl(raw)
         entry: dict = {"type": kind, "ttl": "none" if ttl < 0 else round(ttl, -1)}
         if kind == "hash":
-            entry["fields"] = {normal(k): normal(v) for k, v in connection.hgetall(raw).items()
-                               if k not in (b"data", b"meta")}
+            entry["fields"] = {
+                normal(k): normal(v) for k, v in connection.hgetall(raw).items() if k not in (b"data", b"meta")
+            }
         elif kind == "zset":
             entry["members"] = sorted(normal(m) for m in connection.zrange(raw, 0, -1))
         elif kind == "set":
@@ -55,8 +56,9 @@ def redis_picture(connection: redis.Redis, worker_name: str = "") -> dict:
         elif kind == "list":
             entry["items"] = [normal(i) for i in connection.lrange(raw, 0, -1)]
         elif kind == "stream":
-            entry["entries"] = [{normal(k): normal(v) for k, v in fields.items()}
-                                for _, fields in connection.xrange(raw)]
+            entry["entries"] = [
+                {normal(k): normal(v) for k, v in fields.items()} for _, fields in connection.xrange(raw)
+            ]
         picture[key] = entry
     return picture
 

@@ -33,8 +33,12 @@ def jobs_in_every_state(redis_url, rq_connection, r):
     finished = enqueue(queue, PROCESS_7, {"phoneNumber": "4153518743", "message": "hi"})
     failed = enqueue(queue, PROCESS_7, {"phoneNumber": "4153518780", "message": "hi"})
     with ScriptProcess("7_job_processor.py", env=FAST) as processor:
-        eventually(lambda: fetch(rq_connection, failed.id).get_status() == JobStatus.FAILED
-                   and fetch(rq_connection, finished.id).get_status() == JobStatus.FINISHED)
+        eventually(
+            lambda: (
+                fetch(rq_connection, failed.id).get_status() == JobStatus.FAILED
+                and fetch(rq_connection, finished.id).get_status() == JobStatus.FINISHED
+            )
+        )
         processor.stop()
     yield
     holding.kill()
@@ -47,8 +51,12 @@ def test_pages_and_data_show_every_state_with_progress(jobs_in_every_state, redi
     queues = {q["name"]: q for q in client.get("/0/data/queues.json").get_json()["queues"]}
     lesson_queues = {name for base in (QUEUE_6, QUEUE_7, QUEUE_8, "reserve_seat") for name in queues_by_priority(base)}
     assert set(queues) == lesson_queues  # every lesson queue and its priority siblings, used or not
-    counts = (queues[QUEUE_8]["count"], queues[QUEUE_6]["started_job_registry_count"],
-              queues[QUEUE_7]["finished_job_registry_count"], queues[QUEUE_7]["failed_job_registry_count"])
+    counts = (
+        queues[QUEUE_8]["count"],
+        queues[QUEUE_6]["started_job_registry_count"],
+        queues[QUEUE_7]["finished_job_registry_count"],
+        queues[QUEUE_7]["failed_job_registry_count"],
+    )
     assert counts == (1, 1, 1, 1)
 
     def jobs(queue: str, registry: str) -> list[dict]:
@@ -61,8 +69,11 @@ def test_pages_and_data_show_every_state_with_progress(jobs_in_every_state, redi
     assert (queued["status"], queued["progress"], queued["error"]) == ("queued", None, None)
     assert (started["status"], started["progress"], started["error"]) == ("started", 50, None)
     assert (finished["status"], finished["progress"]) == ("finished", 100)
-    assert (failed["status"], failed["progress"], failed["error"]) == ("failed", 0,
-                                                                       "Phone number 4153518780 is blacklisted")
+    assert (failed["status"], failed["progress"], failed["error"]) == (
+        "failed",
+        0,
+        "Phone number 4153518780 is blacklisted",
+    )
 
     detail = client.get(f"/0/data/job/{failed['id']}.json").get_json()
     assert json.loads(detail["metadata"]) == {"progress": 0, "error": "Phone number 4153518780 is blacklisted"}

@@ -111,8 +111,9 @@ def test_processors_killed_again_and_again_lose_no_job(redis_url, rq_connection,
     assert {ends.by_job()[job_id][0] for job_id in failed} <= {f"failed: {ABANDONED_MESSAGE}"}
     sent = sent_numbers(everyone)
     assert max(sent.values()) == 1  # one attempt each: nothing runs twice
-    assert all(sent[f"{int(job_id):010d}"] == 1 for job_id, outcome in ends.by_job().items()
-               if outcome == ["completed"])
+    assert all(
+        sent[f"{int(job_id):010d}"] == 1 for job_id, outcome in ends.by_job().items() if outcome == ["completed"]
+    )
     assert all("Traceback" not in p.stderr for p in [*everyone, creator])
     assert_nothing_left_behind(rq_connection)
 
@@ -160,8 +161,10 @@ def test_redis_restarted_under_load(aof_redis, tmp_path) -> None:
             creator.wait_until(lambda: ends.count() >= 200, timeout=60, what="200 jobs ended")
             aof_redis.kill()  # SIGTERM: Redis writes its append-only file and stops
             for processor in processors:  # five failed attempts, 0.1 s doubling: about 3 s without Redis
-                processor.wait_until(lambda p=processor: sum(x.startswith(not_connected) for x in p.lines) >= 5,
-                                     what="five failed attempts")
+                processor.wait_until(
+                    lambda p=processor: sum(x.startswith(not_connected) for x in p.lines) >= 5,
+                    what="five failed attempts",
+                )
             aof_redis.start()
             assert creator.wait(120) == 0
         assert all(processor.returncode is None for processor in processors)  # both still alive
@@ -186,14 +189,18 @@ def test_a_job_naming_anything_else_does_not_run(redis_url, rq_connection, tmp_p
     attacker = Queue(QUEUE_7, connection=rq_connection, serializer=JSONSerializer)
     # What anyone who can write to Redis could do: RQ's own enqueue, any dotted name.
     by_function = attacker.enqueue("os.system", f"touch {marker}")
-    by_callback = enqueue(job_queue(QUEUE_7, rq_connection), PROCESS_7,
-                          {"phoneNumber": "4153518743", "message": "hi"})
+    by_callback = enqueue(job_queue(QUEUE_7, rq_connection), PROCESS_7, {"phoneNumber": "4153518743", "message": "hi"})
     by_callback.connection.hset(by_callback.key, "failure_callback_name", "os.system")
-    attacker.enqueue_job(attacker.create_job(PROCESS_7, args=({"phoneNumber": "1", "message": "x"},),
-                                             on_success=Callback("os.system")))
+    attacker.enqueue_job(
+        attacker.create_job(PROCESS_7, args=({"phoneNumber": "1", "message": "x"},), on_success=Callback("os.system"))
+    )
     with ScriptProcess("7_job_processor.py", env=FAST) as processor:
-        eventually(lambda: all(fetch(rq_connection, job_id).get_status() == JobStatus.FAILED
-                               for job_id in (by_function.id, by_callback.id)))
+        eventually(
+            lambda: all(
+                fetch(rq_connection, job_id).get_status() == JobStatus.FAILED
+                for job_id in (by_function.id, by_callback.id)
+            )
+        )
         processor.stop()
     assert not marker.exists()
     refused = "Job {} 'os.system' is not offered by this processor"
@@ -205,8 +212,9 @@ def test_a_job_naming_anything_else_does_not_run(redis_url, rq_connection, tmp_p
 
 def abandoned_job(connection: redis.Redis, failure_callback: str = "") -> Job:
     """A started job whose worker vanished long ago: RQ's started registry gave up on it."""
-    job = job_queue(QUEUE_7, connection).create_job(PROCESS_7, args=({"phoneNumber": "1", "message": "hi"},),
-                                                     job_id="99")
+    job = job_queue(QUEUE_7, connection).create_job(
+        PROCESS_7, args=({"phoneNumber": "1", "message": "hi"},), job_id="99"
+    )
     job.origin = QUEUE_7
     job.set_status(JobStatus.STARTED, pipeline=None)
     job.save()
@@ -320,8 +328,10 @@ def test_a_second_stop_hands_back_every_job_in_hand(redis_url, rq_connection, r,
         assert processor.wait(10) == 0
     for job in held:
         stored = fetch(rq_connection, job.id)
-        assert (stored.get_status(), stored.meta["error"]) == (JobStatus.FAILED,
-                                                                "Processor stopped before the job finished")
+        assert (stored.get_status(), stored.meta["error"]) == (
+            JobStatus.FAILED,
+            "Processor stopped before the job finished",
+        )
     assert processor.stderr == ""
 
 
@@ -345,8 +355,10 @@ def test_a_creator_rides_out_a_redis_blip(aof_redis, tmp_path) -> None:
     with ScriptProcess("7_job_creator.py", ["--jobs-file", str(jobs_file(tmp_path, count))], env=env) as creator:
         creator.wait_for_line("Notification job created: 1")
         aof_redis.kill()
-        creator.wait_until(lambda: any(x.startswith("Redis client not connected") for x in creator.lines),
-                           what="the not-connected line")
+        creator.wait_until(
+            lambda: any(x.startswith("Redis client not connected") for x in creator.lines),
+            what="the not-connected line",
+        )
         aof_redis.start()
         creator.wait_for_line(f"Notification job created: {count}", timeout=60)
         creator.signal(signal.SIGINT)  # no processor: stop waiting for the jobs' ends
@@ -369,7 +381,8 @@ def test_a_creator_says_which_jobs_it_created_when_redis_stays_away(own_redis, t
     last = len(created)
     assert created == [f"Notification job created: {n}" for n in range(1, last + 1)]
     assert creator.stderr.splitlines()[-1].endswith(
-        f"; created {last} of {count} jobs (ids 1-{last}), not the other {count - last}")
+        f"; created {last} of {count} jobs (ids 1-{last}), not the other {count - last}"
+    )
     assert len(creator.stderr.splitlines()) == 1
 
 
@@ -387,8 +400,9 @@ def test_the_seat_worker_outlives_a_redis_restart(aof_redis) -> None:
             request(port, "/reserve_seat")
         server.wait_until(lambda: completed() == 2, what="two reservations")
         aof_redis.kill()
-        server.wait_until(lambda: any(x.startswith("Redis client not connected") for x in server.lines),
-                          what="the not-connected line")
+        server.wait_until(
+            lambda: any(x.startswith("Redis client not connected") for x in server.lines), what="the not-connected line"
+        )
         aof_redis.start()
         for _ in range(3):
             assert request(port, "/reserve_seat")[2] == {"status": "Reservation in process"}
@@ -399,7 +413,8 @@ def test_the_seat_worker_outlives_a_redis_restart(aof_redis) -> None:
 
 
 def test_jobs_written_by_others_in_forms_rq_cannot_read_fail_and_the_processor_goes_on(
-        redis_url, rq_connection) -> None:
+    redis_url, rq_connection
+) -> None:
     queue = job_queue(QUEUE_7, rq_connection)
     pickled = Queue(QUEUE_7, connection=rq_connection).enqueue(PROCESS_7, {"phoneNumber": "1", "message": "x"})
     garbled = enqueue(queue, PROCESS_7, {"phoneNumber": "1", "message": "x"})
@@ -412,8 +427,9 @@ def test_jobs_written_by_others_in_forms_rq_cannot_read_fail_and_the_processor_g
         eventually(lambda: rq_connection.hget(pickled.key, "status") == b"failed")
         assert processor.stop() == 0
     assert processor.lines == ["Sending notification to 4153518743, with message: still served"]
-    assert fetch(rq_connection, pickled.id).meta["error"] == ("Job data cannot be read as JSON (enqueued with RQ's "
-                                                              "default serializer, pickle?)")
+    assert fetch(rq_connection, pickled.id).meta["error"] == (
+        "Job data cannot be read as JSON (enqueued with RQ's default serializer, pickle?)"
+    )
     assert rq_connection.zscore(f"rq:failed:{QUEUE_7}", garbled.id) is not None
     assert processor.stderr == ""
     code, lines, _ = run_script("-m", ["queuing_system.dead_letters"])  # they are listed, not a traceback

@@ -21,11 +21,6 @@ BLACKLISTED = {"4153518780", "4153518781"}
 SENDING_6 = "Sending notification to 4153518743, with message: This is the code 4321 to verify your account"
 
 
-
-
-
-
-
 def test_6_two_creators_then_the_processor(redis_url) -> None:
     with ScriptProcess("6_job_creator.py") as first:
         first.wait_for_line("Notification job created: 1")

@@ -19,11 +19,28 @@ from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.processes import ScriptProcess, run_script
 from tests.job_helpers import FAST, eventually, fetch
 
-SCRIPTS = ["0_redis_client.py", "1_redis_op.py", "2_redis_op_async.py", "4_redis_advanced_op.py", "5_publisher.py",
-           "5_subscriber.py", "6_job_creator.py", "6_job_processor.py", "7_job_creator.py", "7_job_processor.py",
-           "8_job.py", "9_stock.py", "100_seat.py"]
-COMMANDS = ["queuing_system.monitor", "queuing_system.dead_letters", "queuing_system.redis_server",
-            "queuing_system.redis_cli", "queuing_system.dashboard"]
+SCRIPTS = [
+    "0_redis_client.py",
+    "1_redis_op.py",
+    "2_redis_op_async.py",
+    "4_redis_advanced_op.py",
+    "5_publisher.py",
+    "5_subscriber.py",
+    "6_job_creator.py",
+    "6_job_processor.py",
+    "7_job_creator.py",
+    "7_job_processor.py",
+    "8_job.py",
+    "9_stock.py",
+    "100_seat.py",
+]
+COMMANDS = [
+    "queuing_system.monitor",
+    "queuing_system.dead_letters",
+    "queuing_system.redis_server",
+    "queuing_system.redis_cli",
+    "queuing_system.dashboard",
+]
 
 
 class CountingListener:
@@ -132,8 +149,11 @@ def test_a_server_that_never_answers_is_the_not_connected_line(listener) -> None
 def test_tls_to_a_plain_server_is_said_not_hung(redis_url) -> None:
     tls = redis_url.replace("redis://", "rediss://")
     with ScriptProcess("7_job_processor.py", env={"REDIS_URL": tls}) as processor:
-        processor.wait_until(lambda: any(x.startswith("Redis client not connected") for x in processor.lines),
-                             timeout=20, what="the not-connected line")
+        processor.wait_until(
+            lambda: any(x.startswith("Redis client not connected") for x in processor.lines),
+            timeout=20,
+            what="the not-connected line",
+        )
         assert processor.stop() == 0
     assert "Traceback" not in processor.stderr
 
@@ -142,11 +162,15 @@ def test_tls_to_a_plain_server_is_said_not_hung(redis_url) -> None:
     ("data", "error"),
     [
         (None, "Invalid job data: expected an object with phoneNumber and message, got None"),
-        ({"phoneNumber": "1", "message": "\ud800"}, "Invalid job data: message is not valid text (a lone surrogate), "
-                                                     "got '\\ud800'"),
+        (
+            {"phoneNumber": "1", "message": "\ud800"},
+            "Invalid job data: message is not valid text (a lone surrogate), got '\\ud800'",
+        ),
         ({"phoneNumber": "1", "message": "a\nb"}, "Invalid job data: message must be one line of text, got 'a\\nb'"),
-        ({"phoneNumber": "1", "message": "\x1b[2J"}, "Invalid job data: message must be one line of text, "
-                                                      "got '\\x1b[2J'"),
+        (
+            {"phoneNumber": "1", "message": "\x1b[2J"},
+            "Invalid job data: message must be one line of text, got '\\x1b[2J'",
+        ),
     ],
 )
 def test_job_data_from_elsewhere_fails_with_its_reason(redis_url, rq_connection, data, error) -> None:
@@ -180,8 +204,9 @@ def test_jobs_file_mistakes_all_read_the_same(redis_url, tmp_path) -> None:
         assert stderr.startswith(f"Cannot read jobs from {path}: ")
         assert len(stderr.splitlines()) == 1
         if name == "surrogate.json":
-            assert stderr.strip().endswith("job 1: Invalid job data: message is not valid text (a lone surrogate), "
-                                           "got '\\ud800'")
+            assert stderr.strip().endswith(
+                "job 1: Invalid job data: message is not valid text (a lone surrogate), got '\\ud800'"
+            )
     assert stderr.strip().endswith("job 1: Invalid job data: message must be one line of text, got 'a\\nb'")
 
 
@@ -198,10 +223,12 @@ def test_a_redis_for_the_lessons_and_redis_cli_against_it() -> None:
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     with ScriptProcess("-m", ["queuing_system.redis_server"], env={"REDIS_URL": url}) as server:
-        server.wait_until(lambda: server.lines and server.lines[0].startswith(f"Redis for the lessons at {url} "),
-                          what="the banner")
-        assert run_script("-m", ["queuing_system.redis_cli", "SET", "Holberton", "School"],
-                          env={"REDIS_URL": url})[:2] == (0, ["OK"])
+        server.wait_until(
+            lambda: server.lines and server.lines[0].startswith(f"Redis for the lessons at {url} "), what="the banner"
+        )
+        assert run_script("-m", ["queuing_system.redis_cli", "SET", "Holberton", "School"], env={"REDIS_URL": url})[
+            :2
+        ] == (0, ["OK"])
         assert redis.Redis.from_url(url, decode_responses=True).get("Holberton") == "School"
         assert run_script("1_redis_op.py", env={"REDIS_URL": url})[1][1] == "School"
         server.signal(signal.SIGINT)

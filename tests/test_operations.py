@@ -57,23 +57,29 @@ def test_a_transient_failure_that_heals_completes(redis_url) -> None:
 
 def test_a_blacklisted_number_is_a_permanent_failure(redis_url, tmp_path) -> None:
     jobs = tmp_path / "jobs.json"
-    jobs.write_text(json.dumps([
-        {"phoneNumber": "4153518780", "message": "This is the code 1234 to verify your account"},
-        {"phoneNumber": "4153518743", "message": "This is the code 4321 to verify your account"},
-    ]))
+    jobs.write_text(
+        json.dumps(
+            [
+                {"phoneNumber": "4153518780", "message": "This is the code 1234 to verify your account"},
+                {"phoneNumber": "4153518743", "message": "This is the code 4321 to verify your account"},
+            ]
+        )
+    )
     with ScriptProcess("7_job_processor.py", env=FAST) as processor:
         with ScriptProcess("7_job_creator.py", ["--jobs-file", str(jobs), "--attempts", "3"], env=FAST) as creator:
             assert creator.wait(30) == 0
         processor.stop()
-    assert sorted(creator.lines) == sorted([
-        "Notification job created: 1",
-        "Notification job created: 2",
-        "Notification job 1 0% complete",
-        "Notification job 1 failed: Phone number 4153518780 is blacklisted",  # once, not retried
-        "Notification job 2 0% complete",
-        "Notification job 2 50% complete",
-        "Notification job 2 completed",
-    ])
+    assert sorted(creator.lines) == sorted(
+        [
+            "Notification job created: 1",
+            "Notification job created: 2",
+            "Notification job 1 0% complete",
+            "Notification job 1 failed: Phone number 4153518780 is blacklisted",  # once, not retried
+            "Notification job 2 0% complete",
+            "Notification job 2 50% complete",
+            "Notification job 2 completed",
+        ]
+    )
 
 
 def test_a_delayed_job_waits_its_turn(redis_url, rq_connection) -> None:
@@ -91,15 +97,23 @@ def test_a_delayed_job_waits_its_turn(redis_url, rq_connection) -> None:
 
 def test_higher_priority_jobs_are_served_first(redis_url, rq_connection) -> None:
     queue = job_queue(QUEUE_6, rq_connection)
-    for phone, priority in (("1000000001", Priority.LOW), ("1000000002", Priority.NORMAL),
-                            ("1000000003", Priority.HIGH), ("1000000004", Priority.NORMAL),
-                            ("1000000005", Priority.HIGH)):
+    for phone, priority in (
+        ("1000000001", Priority.LOW),
+        ("1000000002", Priority.NORMAL),
+        ("1000000003", Priority.HIGH),
+        ("1000000004", Priority.NORMAL),
+        ("1000000005", Priority.HIGH),
+    ):
         enqueue(queue, PROCESS_6, {"phoneNumber": phone, "message": "hi"}, JobSettings(priority=priority))
     with ScriptProcess("6_job_processor.py", env=FAST) as processor:
         processor.wait_until(lambda: len(processor.lines) == 5, what="five Sending lines")
         processor.stop()
     assert [line.split()[3].rstrip(",") for line in processor.lines] == [
-        "1000000003", "1000000005", "1000000002", "1000000004", "1000000001",
+        "1000000003",
+        "1000000005",
+        "1000000002",
+        "1000000004",
+        "1000000001",
     ]
 
 
@@ -125,8 +139,9 @@ def test_a_job_over_its_time_limit_fails_and_the_worker_goes_on(redis_url, rq_co
 
 def test_dead_letters_are_listed_and_requeued(redis_url, rq_connection, tmp_path) -> None:
     jobs = tmp_path / "jobs.json"
-    jobs.write_text(json.dumps([{"phoneNumber": "4153518780", "message": "m1"},
-                                {"phoneNumber": "4153518781", "message": "m2"}]))
+    jobs.write_text(
+        json.dumps([{"phoneNumber": "4153518780", "message": "m1"}, {"phoneNumber": "4153518781", "message": "m2"}])
+    )
     with ScriptProcess("7_job_processor.py", env=FAST) as processor:
         with ScriptProcess("7_job_creator.py", ["--jobs-file", str(jobs)]) as creator:
             assert creator.wait(30) == 0
@@ -134,17 +149,25 @@ def test_dead_letters_are_listed_and_requeued(redis_url, rq_connection, tmp_path
 
     code, lines, _ = run_script("-m", ["queuing_system.dead_letters"])
     assert code == 0
-    assert [line.split(", failed ")[0] for line in lines] == ["job 1 on push_notification_code_2",
-                                                             "job 2 on push_notification_code_2"]
-    assert [line.split(" UTC: ")[1] for line in lines] == ["Phone number 4153518780 is blacklisted",
-                                                           "Phone number 4153518781 is blacklisted"]
+    assert [line.split(", failed ")[0] for line in lines] == [
+        "job 1 on push_notification_code_2",
+        "job 2 on push_notification_code_2",
+    ]
+    assert [line.split(" UTC: ")[1] for line in lines] == [
+        "Phone number 4153518780 is blacklisted",
+        "Phone number 4153518781 is blacklisted",
+    ]
 
     assert run_script("-m", ["queuing_system.dead_letters", "requeue", "2", "7"])[:2] == (
-        1, ["Requeued job 2 on push_notification_code_2"])
+        1,
+        ["Requeued job 2 on push_notification_code_2"],
+    )
     queue = job_queue(QUEUE_7, rq_connection)
     assert queue.job_ids == ["2"]
     assert run_script("-m", ["queuing_system.dead_letters", "requeue", "--all"])[:2] == (
-        0, ["Requeued job 1 on push_notification_code_2"])
+        0,
+        ["Requeued job 1 on push_notification_code_2"],
+    )
     assert queue.job_ids == ["2", "1"]
     assert run_script("-m", ["queuing_system.dead_letters"])[:2] == (0, ["No failed jobs."])
 
@@ -169,8 +192,15 @@ def test_monitor_once_shows_every_queue_and_worker(redis_url, rq_connection) -> 
         processor.stop()
     assert lines[2].split() == ["push_notification_code", "0", "0", "1", "0", "3", "0"]
     assert lines[3] == "workers: 1"
-    assert lines[4].split()[2:] == [str(processor.pid), "idle", "-", "on", "push_notification_code:high,",
-                                    "push_notification_code,", "push_notification_code:low"]
+    assert lines[4].split()[2:] == [
+        str(processor.pid),
+        "idle",
+        "-",
+        "on",
+        "push_notification_code:high,",
+        "push_notification_code,",
+        "push_notification_code:low",
+    ]
 
 
 def test_monitor_refreshes_until_ctrl_c(redis_url) -> None:
@@ -243,11 +273,17 @@ def test_a_second_signal_hands_the_job_back(redis_url, rq_connection, r, attempt
 @pytest.mark.parametrize(
     ("script", "args", "error"),
     [
-        ("6_job_creator.py", ["--phone-number", ""],
-         "Invalid job data: phoneNumber must be a non-empty string, got ''"),
+        (
+            "6_job_creator.py",
+            ["--phone-number", ""],
+            "Invalid job data: phoneNumber must be a non-empty string, got ''",
+        ),
         ("6_job_creator.py", ["--message", "  "], "Invalid job data: message must be a non-empty string, got '  '"),
-        ("6_job_creator.py", ["--attempts", "0"],
-         "6_job_creator.py: error: argument --attempts: expected a whole number from 1 to 20, got '0'"),
+        (
+            "6_job_creator.py",
+            ["--attempts", "0"],
+            "6_job_creator.py: error: argument --attempts: expected a whole number from 1 to 20, got '0'",
+        ),
     ],
 )
 def test_the_creator_refuses_bad_data_before_enqueueing(redis_url, rq_connection, script, args, error) -> None:
@@ -275,8 +311,13 @@ def test_monitor_redraws_in_place_on_a_terminal(redis_url) -> None:
     from queuing_system.processes import ROOT
 
     leader, follower = pty.openpty()
-    monitor = subprocess.Popen([sys.executable, "-m", "queuing_system.monitor", "--interval", "0.2"], cwd=ROOT,
-                               stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE)
+    monitor = subprocess.Popen(
+        [sys.executable, "-m", "queuing_system.monitor", "--interval", "0.2"],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    )
     os.close(follower)
     seen = b""
     try:

@@ -25,8 +25,12 @@ def run_one_job(connection: redis.Redis, ours: bool) -> tuple[dict, dict]:
     """Enqueue one job, run it with our processor or RQ's SimpleWorker; Redis as the job saw it, and after."""
     enqueue(job_queue(QUEUE, connection), RECORD, settings=JobSettings(timeout=20))
     if ours:
-        worker = Processor(QUEUE, connection, functions={RECORD: record_what_redis_holds},
-                           settings=ProcessorSettings(maintenance_interval=600))
+        worker = Processor(
+            QUEUE,
+            connection,
+            functions={RECORD: record_what_redis_holds},
+            settings=ProcessorSettings(maintenance_interval=600),
+        )
     else:
         worker = SimpleWorker([job_queue(QUEUE, connection)], connection=connection, serializer=JSONSerializer)
     worker.work(burst=True)
@@ -51,12 +55,32 @@ def test_rq_sees_our_jobs_as_its_own(redis_url, rq_connection) -> None:
     assert "rq:results:1" in rq_after
 
 
-def advance(connection: redis.Redis, worker: str, *, claim: int = 50, start: str = "1",
-            execution: str = "e1") -> list:
+def advance(connection: redis.Redis, worker: str, *, claim: int = 50, start: str = "1", execution: str = "e1") -> list:
     """One ADVANCE step with nothing to settle."""
-    return connection.register_script(processor_lua.ADVANCE)(args=[
-        worker, 15, "2026-01-01T00:00:00.000000Z", "1767225600.0", "", "", "", "", "", "", "", "",
-        "queuing:job_events", claim, start, execution, 20, f"{QUEUE}:high", QUEUE, f"{QUEUE}:low"])
+    return connection.register_script(processor_lua.ADVANCE)(
+        args=[
+            worker,
+            15,
+            "2026-01-01T00:00:00.000000Z",
+            "1767225600.0",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "queuing:job_events",
+            claim,
+            start,
+            execution,
+            20,
+            f"{QUEUE}:high",
+            QUEUE,
+            f"{QUEUE}:low",
+        ]
+    )
 
 
 @pytest.fixture
@@ -117,8 +141,13 @@ def slow_batch(connection: redis.Redis) -> tuple[Processor, list[str], threading
     """A processor whose claim is [a 2 s job, two quick ones], running in a thread."""
     queue = job_queue(QUEUE, connection)
     ids = [enqueue(queue, HOLD, seconds).id for seconds in (2.0, 0, 0)]
-    processor = Processor(QUEUE, connection, functions={HOLD: hold}, in_thread=True,
-                          settings=ProcessorSettings(hold_limit=0.2, maintenance_interval=600))
+    processor = Processor(
+        QUEUE,
+        connection,
+        functions={HOLD: hold},
+        in_thread=True,
+        settings=ProcessorSettings(hold_limit=0.2, maintenance_interval=600),
+    )
     processor._job_seconds = 0.001  # a quick pace so far: it claims all three at once
     thread = threading.Thread(target=processor.work, kwargs={"burst": True})
     thread.start()
@@ -165,8 +194,9 @@ def test_the_processor_reads_a_job_as_rq_does(rq_connection) -> None:
     from queuing_system.processor import _OfferedJob
 
     enqueue(job_queue(QUEUE, rq_connection), RECORD, {"n": 1})
-    rq_connection.hset("rq:job:1", mapping={"started_at": "2026-01-02T03:04:05.678901Z",
-                                            "last_heartbeat": "2026-01-02T03:04:05Z"})
+    rq_connection.hset(
+        "rq:job:1", mapping={"started_at": "2026-01-02T03:04:05.678901Z", "last_heartbeat": "2026-01-02T03:04:05Z"}
+    )
     raw = rq_connection.hgetall("rq:job:1")
     theirs, ours = Job("1", rq_connection, JSONSerializer), _OfferedJob("1", rq_connection, JSONSerializer)
     theirs.restore(raw)

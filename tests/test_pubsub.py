@@ -57,8 +57,9 @@ def test_subscriber_survives_redis_going_away(own_redis) -> None:
     with ScriptProcess("5_subscriber.py", env=env) as subscriber:
         subscriber.wait_until(lambda: subscribers(own_redis.url) == 1, what="the subscription")
         own_redis.kill()
-        subscriber.wait_until(lambda: sum(x.startswith(not_connected) for x in subscriber.lines) >= 2,
-                              what="two failed attempts")
+        subscriber.wait_until(
+            lambda: sum(x.startswith(not_connected) for x in subscriber.lines) >= 2, what="two failed attempts"
+        )
         own_redis.start()
         subscriber.wait_until(lambda: subscribers(own_redis.url) == 1, what="the new subscription")
         redis.Redis.from_url(own_redis.url).publish(SCHOOL_CHANNEL, "KILL_SERVER")

@@ -28,15 +28,25 @@ def test_4_hash_twice(r) -> None:
     assert run_script("4_redis_advanced_op.py") == (0, [CONNECTED, *["Reply: 1"] * 6, mapping], "")
     assert run_script("4_redis_advanced_op.py") == (0, [CONNECTED, *["Reply: 0"] * 6, mapping], "")
     assert r.hgetall("HolbertonSchools") == {
-        "Portland": "50", "Seattle": "80", "New York": "20", "Bogota": "20", "Cali": "40", "Paris": "2",
+        "Portland": "50",
+        "Seattle": "80",
+        "New York": "20",
+        "Bogota": "20",
+        "Cali": "40",
+        "Paris": "2",
     }
 
 
 @pytest.mark.parametrize(
     "script",
     [
-        "0_redis_client.py", "1_redis_op.py", "2_redis_op_async.py", "4_redis_advanced_op.py", "5_publisher.py",
-        "6_job_creator.py", "7_job_creator.py",
+        "0_redis_client.py",
+        "1_redis_op.py",
+        "2_redis_op_async.py",
+        "4_redis_advanced_op.py",
+        "5_publisher.py",
+        "6_job_creator.py",
+        "7_job_creator.py",
     ],
 )
 def test_redis_down_is_one_line_and_exit_1(script: str, closed_url: str) -> None:

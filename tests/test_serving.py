@@ -24,8 +24,7 @@ from queuing_system.processes import ScriptProcess
 from tests.job_helpers import eventually
 
 stock = import_module("9_stock")
-PRODUCT_1 = {"itemId": 1, "itemName": "Suitcase 250", "price": 50, "initialAvailableQuantity": 4,
-             "currentQuantity": 4}
+PRODUCT_1 = {"itemId": 1, "itemName": "Suitcase 250", "price": 50, "initialAvailableQuantity": 4, "currentQuantity": 4}
 
 
 def started(script: str, *args: str, env: dict | None = None) -> tuple[ScriptProcess, int]:
@@ -60,8 +59,9 @@ def test_800_clients_at_once_are_all_served(redis_url) -> None:
         seat_answers = all_at_once(seat_port, "/reserve_seat", 800)
         stock_server.stop()
         seat_server.stop()
-    assert stock_answers == {(200, '{"itemId":1,"itemName":"Suitcase 250","price":50,"initialAvailableQuantity":4,'
-                                   '"currentQuantity":4}'): 800}
+    assert stock_answers == {
+        (200, '{"itemId":1,"itemName":"Suitcase 250","price":50,"initialAvailableQuantity":4,"currentQuantity":4}'): 800
+    }
     assert seat_answers == {(200, '{"status":"Reservation in process"}'): 800}  # no 503, no "Reservation failed"
     assert stock_server.lines[1:] == seat_server.lines[1:] == []  # no not-connected line: Redis was fine
 
@@ -140,8 +140,10 @@ def test_100_reservations_at_once_on_granian_confirm_exactly_4(redis_url, r) -> 
     with server:
         answers = all_at_once(port, "/reserve_product/1", 100)
         server.stop()
-    assert answers == {(200, '{"status":"Reservation confirmed","itemId":1}'): 4,
-                       (200, '{"status":"Not enough stock available","itemId":1}'): 96}
+    assert answers == {
+        (200, '{"status":"Reservation confirmed","itemId":1}'): 4,
+        (200, '{"status":"Not enough stock available","itemId":1}'): 96,
+    }
     assert r.get("item.1") == "4"
 
 
@@ -198,15 +200,21 @@ def test_ipv6_host(redis_url) -> None:
 def test_long_uris_and_headers_get_json_from_the_development_server(redis_url) -> None:
     server, port = started("9_stock.py")
     with server:
-        assert request_raw(port, "/list_products/" + "9" * 100_000) == (414, "application/json",
-                                                                        '{"status":"Request-URI Too Long"}')
+        assert request_raw(port, "/list_products/" + "9" * 100_000) == (
+            414,
+            "application/json",
+            '{"status":"Request-URI Too Long"}',
+        )
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         connection.putrequest("GET", "/list_products")
         connection.putheader("X-Big", "a" * 70_000)
         connection.endheaders()
         response = connection.getresponse()
         assert (response.status, response.getheader("Content-Type"), response.read()) == (
-            431, "application/json", b'{"status":"Line too long"}')
+            431,
+            "application/json",
+            b'{"status":"Line too long"}',
+        )
         server.stop()
 
 
@@ -225,7 +233,10 @@ def test_a_server_out_of_connections_says_it_is_busy(redis_url, monkeypatch) -> 
     held = [client.connection_pool.get_connection() for _ in range(5)]  # one thread + 4 spare, all taken
     response = stock.create_app(client).test_client().get("/list_products/1")
     assert (response.status_code, response.get_json(), response.headers["Retry-After"]) == (
-        503, {"status": "Server busy, try again shortly"}, "1")
+        503,
+        {"status": "Server busy, try again shortly"},
+        "1",
+    )
     for connection in held:
         client.connection_pool.release(connection)
     assert stock.create_app(client).test_client().get("/list_products/1").get_json() == PRODUCT_1

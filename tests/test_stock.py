@@ -48,8 +48,21 @@ def test_product_detail_and_reservations(client, r) -> None:
     )
 
 
-BAD_IDS = ["abc", "-1", "0", "00", "1.5", "2abc", "5", "99999999999999999999999", "%00", "%C3%A9", " 1",
-           "1%20", "9" * 10_000]
+BAD_IDS = [
+    "abc",
+    "-1",
+    "0",
+    "00",
+    "1.5",
+    "2abc",
+    "5",
+    "99999999999999999999999",
+    "%00",
+    "%C3%A9",
+    " 1",
+    "1%20",
+    "9" * 10_000,
+]
 
 
 @pytest.mark.parametrize("route", ["/list_products/", "/reserve_product/"])
