@@ -3,6 +3,7 @@ slips through, a silent or wrong server, and the commands for running the lesson
 
 from __future__ import annotations
 
+import http.server
 import json
 import signal
 import socket
@@ -101,7 +102,6 @@ BATTERY = [
     (["1_redis_op.py"], {"REDIS_URL": "http://127.0.0.1:6379/0"}, "REDIS_URL='http://127.0.0.1:6379/0': scheme"),
     (["2_redis_op_async.py"], {"REDIS_URL": "redis://127.0.0.1:99999/0"}, "REDIS_URL='redis://127.0.0.1:99999/0'"),
     (["4_redis_advanced_op.py"], {"REDIS_URL": "redis://[::1"}, "REDIS_URL='redis://[::1': Invalid IPv6 URL"),
-    (["5_publisher.py"], {"REDIS_URL": "{live}/99"}, "REDIS_URL='{live}/99': that database does not exist"),
     (["5_subscriber.py"], {"REDIS_URL": "{live}/abc"}, "REDIS_URL='{live}/abc': database 'abc' is not a number"),
     (["6_job_creator.py"], {"REDIS_URL": "", "REDIS_PORT": "abc"}, "REDIS_PORT='abc': expected a port number"),
     (["6_job_processor.py"], {"QUEUING_DEQUEUE_TIMEOUT": "x"}, "QUEUING_DEQUEUE_TIMEOUT='x': expected a whole number"),
@@ -144,6 +144,67 @@ def test_a_server_that_never_answers_is_the_not_connected_line(listener) -> None
     assert len(lines) == 1
     assert lines[0].startswith("Redis client not connected to the server: Timeout")
     assert stderr == ""
+
+
+class HttpServer:
+    """A web server where a learner's REDIS_URL points by mistake (the stock server's port, say)."""
+
+    def __init__(self) -> None:
+        class Quiet(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+        self.url = f"redis://127.0.0.1:{self.server.server_address[1]}/0"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def http_server():
+    server = HttpServer()
+    yield server
+    server.close()
+
+
+NOT_REDIS = "Redis client not connected to the server: Protocol error"
+NOT_REDIS_HINT = "(what answers at that address does not speak Redis)"
+NO_DATABASE = (
+    "Redis client not connected to the server: DB index is out of range "
+    "(the database number in REDIS_URL does not exist on that server)"
+)
+ONE_SHOT = ["0_redis_client.py", "1_redis_op.py", "2_redis_op_async.py", "4_redis_advanced_op.py", "5_publisher.py"]
+LONG_RUNNING = [["5_subscriber.py"], ["-m", "queuing_system.monitor"]]
+
+
+@pytest.mark.parametrize("script", ONE_SHOT)
+def test_a_one_shot_lesson_at_a_web_server_says_not_connected_and_exits_1(script, http_server) -> None:
+    code, lines, stderr = run_script(script, env={"REDIS_URL": http_server.url}, timeout=20)
+    assert (code, stderr) == (1, "")
+    assert len(lines) == 1
+    assert lines[0].startswith(NOT_REDIS)
+    assert lines[0].endswith(NOT_REDIS_HINT)
+
+
+@pytest.mark.parametrize("script", ONE_SHOT)
+def test_a_one_shot_lesson_on_a_database_that_does_not_exist_says_not_connected(script, redis_url) -> None:
+    code, lines, stderr = run_script(script, env={"REDIS_URL": redis_url.rsplit("/", 1)[0] + "/99"}, timeout=20)
+    assert (code, lines, stderr) == (1, [NO_DATABASE], "")
+
+
+@pytest.mark.parametrize("command", LONG_RUNNING, ids=lambda command: command[-1])
+@pytest.mark.parametrize("mistake", ["web server", "no such database"])
+def test_a_long_running_process_keeps_trying_after_a_wrong_address(command, mistake, http_server, redis_url) -> None:
+    url = http_server.url if mistake == "web server" else redis_url.rsplit("/", 1)[0] + "/99"
+    with ScriptProcess(command[0], command[1:], env={"REDIS_URL": url}) as process:
+        process.wait_until(lambda: len(process.lines) >= 3, timeout=30, what="three attempts")
+        assert process.returncode is None  # still trying
+        assert process.stop() == 0
+    assert all(line.startswith(NOT_REDIS if mistake == "web server" else NO_DATABASE) for line in process.lines)
+    assert process.stderr == ""
 
 
 def test_tls_to_a_plain_server_is_said_not_hung(redis_url) -> None:
