@@ -8,6 +8,8 @@ If Redis is away (or what answers is not a Redis, or REDIS_URL's database does n
 on each failed attempt and tries again by itself.
 """
 
+import queuing_system.requirements  # noqa: F401, I001 - first: one line on how to set up if they are missing
+
 import time
 
 import redis

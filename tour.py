@@ -8,7 +8,9 @@ what every process prints, checks it against SPEC.md, and ends with a summary.
 The exit code is non-zero, naming the task and the line, if anything differed.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 - the requirements check comes before the other imports
+
+import queuing_system.requirements  # noqa: F401 - first: one line on how to set up if they are missing
 
 import argparse
 import os

@@ -7,18 +7,22 @@ import http.server
 import json
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import redis
 
+from queuing_system import requirements
 from queuing_system.embedded import free_port
 from queuing_system.events import JobEvent, JobEvents
 from queuing_system.jobs import enqueue, job_queue
 from queuing_system.keys import PROCESS_6, QUEUE_6
-from queuing_system.processes import ScriptProcess, run_script
+from queuing_system.processes import ROOT, ScriptProcess, run_script
 from queuing_system.redis_server import port_is_free
+from queuing_system.requirements import how_to_set_up
 from tests.job_helpers import FAST, eventually, fetch
 
 SCRIPTS = [
@@ -95,6 +99,38 @@ def test_unknown_arguments_are_refused_without_touching_redis(name, listener) ->
     assert (code, lines) == (2, [])
     assert "unrecognized arguments: --no-such-option" in stderr.splitlines()[-1]
     assert listener.connections == []
+
+
+@pytest.mark.parametrize("name", [*SCRIPTS, *COMMANDS, "tour.py"])
+def test_without_the_requirements_one_line_says_how_to_set_up(name, monkeypatch) -> None:
+    # -S: no site-packages, as on the machine's Python when the venv is not activated.
+    monkeypatch.chdir(ROOT)
+    script, args = target(name)
+    started = subprocess.run(
+        [sys.executable, "-S", str(ROOT / script) if script != "-m" else script, *args, "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert (started.returncode, started.stdout) == (2, "")
+    assert started.stderr == how_to_set_up(["redis"]) + "\n"
+
+
+def test_how_to_set_up_names_the_step(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(requirements, "ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert how_to_set_up(["rq"]) == (
+        f"No module 'rq' in this Python ({sys.executable}): "
+        "run `make demo` once (it creates .venv), then . .venv/bin/activate in each terminal"
+    )
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").touch()
+    assert how_to_set_up(["redis"]).endswith(
+        "): activate the project's virtualenv in this terminal first: . .venv/bin/activate"
+    )
+    monkeypatch.chdir("/")
+    assert how_to_set_up(["redis"]).endswith(f"first: . {tmp_path}/.venv/bin/activate")
 
 
 BATTERY = [
