@@ -8,6 +8,8 @@ Prints:  Notification job created: <id>                 for each of the 11 jobs
 Beyond the curriculum: --jobs-file FILE (a JSON array), --attempts N, --delay SECONDS, --priority high|low.
 """
 
+import queuing_system.requirements  # noqa: F401, I001 - first: one line on how to set up if they are missing
+
 import argparse
 import json
 

@@ -7,7 +7,9 @@ Test:    pytest tests/test_8_job.py -s   (no Redis server needed: the queue live
                                           -s shows the lines it prints)
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 - the requirements check comes before the other imports
+
+import queuing_system.requirements  # noqa: F401 - first: one line on how to set up if they are missing
 
 from typing import Any
 

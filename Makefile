@@ -2,7 +2,7 @@
 #   make demo   - the tour: every task, on its own embedded Redis
 #   make test   - lint and the whole test suite (fault injection included)
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 TASK   ?=

@@ -19,7 +19,16 @@ from datetime import datetime, timezone
 import redis
 from rq.utils import as_text
 
-from queuing_system.console import REDIS_DOWN, arguments, backoff, clean, not_connected, run_lesson, say
+from queuing_system.console import (
+    REDIS_DOWN,
+    arguments,
+    backoff,
+    clean,
+    means_not_connected,
+    not_connected,
+    run_lesson,
+    say,
+)
 from queuing_system.jobs import queue_connection
 
 COLUMNS = ("queued", "started", "scheduled", "deferred", "finished", "failed")
@@ -97,7 +106,9 @@ def watch(interval: float) -> None:
         try:
             lines = snapshot(connection)
             delays = backoff()
-        except REDIS_DOWN as error:
+        except (*REDIS_DOWN, redis.exceptions.ResponseError) as error:
+            if not means_not_connected(error):
+                raise
             not_connected(error)
             drawn = 0  # the error line broke the picture: draw afresh below it
             time.sleep(next(delays))

@@ -8,12 +8,13 @@ import pytest
 from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.worker_registration import get_keys
 
 from queuing_system.events import ABANDONED_MESSAGE, JobEvent, JobEvents
 from queuing_system.jobs import JobSettings, enqueue, job_queue
 from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.processes import ScriptProcess
-from tests.job_helpers import FAST, HOLDING_PROCESSOR, fetch
+from tests.job_helpers import FAST, HOLDING_PROCESSOR, eventually, fetch
 from tests.jobs_for_tests import HOLD, STARTED_KEY
 
 JOBS_7 = import_module("7_job_creator").JOBS
@@ -68,8 +69,11 @@ def creator_lines_by_job(lines: list[str]) -> dict[str, list[str]]:
 
 
 def test_7_processor_first_then_creator(redis_url, rq_connection) -> None:
-    # 50 ms per send: long enough that two workers visibly overlap, short enough for a quick test.
-    with ScriptProcess("7_job_processor.py", env={"NOTIFICATION_SEND_MS": "50"}) as processor:
+    # 100 ms per send: long enough that two workers visibly overlap, short enough for a quick test.
+    with ScriptProcess("7_job_processor.py", env={"NOTIFICATION_SEND_MS": "100"}) as processor:
+        # "Processor first": both its workers are up (registered with RQ) before any job exists;
+        # otherwise, on a loaded machine, the first worker may take all 11 before the second starts.
+        eventually(lambda: len(get_keys(connection=rq_connection)) == 2, timeout=30)
         with ScriptProcess("7_job_creator.py") as creator:
             assert creator.wait() == 0
         processor.wait_until(lambda: len(processor.lines) == 9, what="nine Sending lines")

@@ -3,6 +3,7 @@
 import glob
 import tempfile
 
+from queuing_system.embedded import find_redis_server, server_version
 from queuing_system.processes import run_script
 
 
@@ -10,6 +11,8 @@ def test_tour_runs_every_task_and_passes() -> None:
     before = set(glob.glob(f"{tempfile.gettempdir()}/queuing-redis-*"))
     code, lines, stderr = run_script("tour.py", timeout=120)
     assert code == 0, "\n".join(lines) + stderr
+    version = server_version(find_redis_server())  # which server, said up front
+    assert f" ({version}; yours is not touched)" in next(line for line in lines if line.startswith("Embedded Redis"))
     summary = lines[lines.index("Summary") + 2 :]
     assert [row.split()[0] for row in summary] == ["0", "1", "2", "4", "5", "6", "7", "8", "9", "100"]
     assert all(" pass " in row for row in summary)
