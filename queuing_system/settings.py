@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import redis
 import redis.asyncio
@@ -139,6 +139,21 @@ def connect_async(url: str | None = None, *, retries: int = 2) -> redis.asyncio.
         socket_connect_timeout=3.0,
         retry=AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
     )
+
+
+def shown_url(url: str) -> str:
+    """`url` fit to print or show on a page: its password (in the address or the query) as `***`."""
+    address, question, query = url.partition("?")
+    scheme, sep, rest = address.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, _, hosts = netloc.rpartition("@")  # the last @: a password may hold one, unquoted
+    if ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    shown = f"{scheme}{sep}{netloc}{slash}{path}"
+    if not question:
+        return shown
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return f"{shown}?" + urlencode([(k, "***" if "password" in k.lower() else v) for k, v in pairs], safe="/*")
 
 
 def url_of(client: redis.Redis) -> str:
