@@ -6,7 +6,9 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import shutil
 import signal
+import subprocess
 
 import pytest
 import redis
@@ -205,3 +207,36 @@ def test_rq_key_prefix_is_honoured(redis_url, r) -> None:
         assert server.wait(10) == 0
     assert status == 200 and counts["custom"] == 2 and counts[QUEUE_7] == 0
     assert [key for key in r.keys("*") if not key.startswith("{myq}:")] == []  # nothing under rq:
+
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+MARKUP = "<img src=x onerror=\"document.body.setAttribute('data-pwned', '{}')\">"
+
+
+def rendered(port: int, path: str) -> str:
+    """The page's DOM after its scripts ran, as headless Chromium sees it."""
+    command = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=4000", "--dump-dom"]
+    return subprocess.run(
+        [*command, f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=60
+    ).stdout
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium here (apt-get install chromium)")
+def test_markup_from_redis_is_shown_as_text_in_a_browser(redis_url, rq_connection) -> None:
+    queue = job_queue(QUEUE_7, rq_connection)
+    job = enqueue(queue, PROCESS_7, {"phoneNumber": "4153518743", "message": MARKUP.format("description")})
+    rq_connection.hset(job.key, "meta", json.dumps({"progress": '50">' + MARKUP.format("meta")}))
+    rq_connection.sadd("rq:queues", "rq:queue:" + MARKUP.format("queue"))  # anyone can name a queue
+    port = free_port()
+    with ScriptProcess("-m", ["queuing_system.dashboard", "--port", str(port)]) as server:
+        server.wait_for_line(f"Dashboard of {redis_url} at http://127.0.0.1:{port}/ (Ctrl+C stops it)")
+        pages = {
+            "queue name": rendered(port, "/"),
+            "progress in the job list": rendered(port, f"/0/view/jobs/{QUEUE_7}/queued/8/asc/1"),
+            "description and meta on the job's page": rendered(port, f"/0/view/job/{job.id}"),
+        }
+        server.signal(signal.SIGINT)
+        assert server.wait(10) == 0
+    for where, dom in pages.items():
+        assert "data-pwned=" not in dom, where  # no script ran
+        assert "&lt;img src=x onerror=" in dom, where  # the markup is there, as text
