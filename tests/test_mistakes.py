@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from queuing_system import requirements
+from queuing_system.console import means_not_connected
 from queuing_system.embedded import free_port
 from queuing_system.events import JobEvent, JobEvents
 from queuing_system.jobs import enqueue, job_queue
@@ -215,6 +216,23 @@ NO_DATABASE = (
 )
 ONE_SHOT = ["0_redis_client.py", "1_redis_op.py", "2_redis_op_async.py", "4_redis_advanced_op.py", "5_publisher.py"]
 LONG_RUNNING = [["5_subscriber.py"], ["-m", "queuing_system.monitor"]]
+
+
+@pytest.mark.parametrize(
+    ("error", "not_connected"),
+    [
+        (redis.exceptions.ConnectionError("Connection refused"), True),
+        (redis.exceptions.TimeoutError("Timeout reading from socket"), True),
+        (redis.exceptions.AuthenticationError("invalid username-password pair"), True),
+        (redis.exceptions.InvalidResponse('Protocol error, got "H" as reply type byte'), True),
+        (redis.exceptions.ResponseError("DB index is out of range"), True),
+        (redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
+        (redis.exceptions.ResponseError("Error running script (call to f_0123): oops"), False),
+        (ValueError("DB index is out of range"), False),
+    ],
+)
+def test_one_classifier_says_what_means_not_connected(error, not_connected) -> None:
+    assert means_not_connected(error) is not_connected
 
 
 @pytest.mark.parametrize("script", ONE_SHOT)

@@ -1,13 +1,11 @@
 """The tour is the project's front door: run it so it cannot rot."""
 
-from pathlib import Path
-
 from queuing_system.embedded import find_redis_server, server_version
 from queuing_system.processes import run_script
 
 
-def test_tour_runs_every_task_and_passes(tmp_path: Path) -> None:
-    # Its own temp folder: other runs on the machine make and remove queuing-redis-* folders too.
+def test_tour_runs_every_task_and_passes(tmp_path) -> None:
+    # A temp dir of its own: other test runs on this machine make and remove theirs in /tmp meanwhile.
     code, lines, stderr = run_script("tour.py", env={"TMPDIR": str(tmp_path)}, timeout=120)
     assert code == 0, "\n".join(lines) + stderr
     version = server_version(find_redis_server())  # which server, said up front
