@@ -309,3 +309,39 @@ def test_the_redis_banner_shows_only_while_redis_is_away() -> None:
         thread.join(10)
         server.server_close()
     assert 'data-seen="hidden,shown,hidden"' in dom
+
+
+# A page of the dashboard's own origin that presses "Empty queue" as rq-dashboard's button does ($.post).
+BUTTON_PAGE = """<!doctype html><html><body>
+<script src="/static/js/jquery-3.5.1.min.js"></script>
+<script>
+$(function () {
+  $.post('/queue/{queue}/queued/empty').always(function (data, status, xhr) {
+    document.body.setAttribute('data-answer', (xhr && xhr.status) || data.status);
+  });
+});
+</script>
+</body></html>"""
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium here (apt-get install chromium)")
+def test_the_dashboards_own_buttons_work_in_a_browser(queued_and_failed, redis_url) -> None:
+    """The token our pages hand to rq-dashboard's `$.post`s gets through (the session cookie, the header)."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    queue, _, _ = queued_and_failed
+    app = dashboard.create_app(redis_url)
+    app.add_url_rule("/press-empty", "press-empty", lambda: BUTTON_PAGE.replace("{queue}", QUEUE_7))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        dom = rendered(server.server_port, "/press-empty")
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+    assert 'data-answer="200"' in dom
+    assert queue.get_job_ids() == []
