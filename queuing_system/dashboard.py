@@ -57,7 +57,7 @@ class _JSONWorker(Worker):
     """RQ's Worker, read with the JSON serializer (to show the job each one runs)."""
 
     @classmethod
-    def all(cls, *args: Any, **kwargs: Any) -> list[Any]:  # type: ignore[override]
+    def all(cls, *args: Any, **kwargs: Any) -> list[Any]:
         kwargs.setdefault("serializer", JSONSerializer)
         return super().all(*args, **kwargs)
 
@@ -71,8 +71,8 @@ def _shown_instances(urls: str | Iterable[str]) -> list[str]:
 def create_app(url: str | None = None, served: Iterable[str] = ()) -> Flask:
     """rq-dashboard's app, set up for the lessons (see the module docstring). Host names other than
     `localhost` (and addresses) are served only if in `served`."""
-    from rq_dashboard import web as dashboard
-    from rq_dashboard.cli import make_flask_app
+    from rq_dashboard import web as dashboard  # type: ignore[import-untyped]
+    from rq_dashboard.cli import make_flask_app  # type: ignore[import-untyped]
 
     dashboard.config.serializer = JSONSerializer
     dashboard.Worker = _JSONWorker  # rq-dashboard 0.9.0 lists workers without its serializer setting
@@ -87,14 +87,16 @@ def create_app(url: str | None = None, served: Iterable[str] = ()) -> Flask:
         serialize_job.with_extras = True  # type: ignore[attr-defined]
         dashboard.serialize_job = serialize_job
 
-    app = make_flask_app(None, None, None, "")
+    app: Flask = make_flask_app(None, None, None, "")
     guard(app, frozenset({"localhost", *(name.lower() for name in served)}))  # first: before anything reads Redis
     app.config["RQ_DASHBOARD_REDIS_URL"] = [url or redis_url()]
     dashboard.setup_rq_connection(app)
     # rq-dashboard opens a new client (and pool) on every request naming its instance, leaving the
     # last one to the garbage collector; one Redis here, so one client for the app's life.
     app.before_request_funcs["rq_dashboard"] = [_only_instance_0]
-    app.jinja_loader = EscapingLoader(app.blueprints["rq_dashboard"].jinja_loader)  # type: ignore[assignment,arg-type]
+    templates = app.blueprints["rq_dashboard"].jinja_loader
+    assert templates is not None  # rq-dashboard's blueprint has its template folder
+    app.jinja_loader = EscapingLoader(templates)
     _list_every_lesson_queue(app)
     _say_when_redis_is_away(app)
     return app

@@ -240,3 +240,108 @@ def test_markup_from_redis_is_shown_as_text_in_a_browser(redis_url, rq_connectio
     for where, dom in pages.items():
         assert "data-pwned=" not in dom, where  # no script ran
         assert "&lt;img src=x onerror=" in dom, where  # the markup is there, as text
+
+
+# A page with the banners we add to rq-dashboard's pages, which then asks for: a poll cut short (as when
+# a page is reloaded, or a screenshot taken, mid-poll), a poll answered 503 (what the
+# dashboard answers while Redis is away), and a poll answered 200. After each, it notes whether the banner shows.
+BANNER_PAGE = """<!doctype html><html><body>
+<script src="/jquery.js"></script>
+<script>
+function shown() { return $('#redis-away').is(':visible') ? 'shown' : 'hidden'; }
+$(function () {
+  var seen = [];
+  function note(next) {  // after jQuery's global ajaxError/ajaxSuccess handlers ran
+    return function () { setTimeout(function () { seen.push(shown()); next(); }, 0); };
+  }
+  function done() { document.body.setAttribute('data-seen', seen.join(',')); }
+  function fine() { $.ajax('/fine.json').always(note(done)); }
+  function away() { $.ajax('/away.json').always(note(fine)); }
+  var cut = $.ajax('/slow.json');
+  cut.always(note(away));
+  cut.abort();
+});
+</script>
+</body></html>"""
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium here (apt-get install chromium)")
+def test_the_redis_banner_shows_only_while_redis_is_away() -> None:
+    """Issue 17: the red banner showed after any cut-short request, while Redis was fine."""
+    import threading
+    from pathlib import Path
+
+    import rq_dashboard
+    from flask import Flask
+    from werkzeug.serving import make_server
+
+    from queuing_system.dashboard_pages import with_additions
+
+    app = Flask(__name__)
+    moved_on = threading.Event()
+    jquery = Path(rq_dashboard.__file__).parent / "static/js/jquery-3.5.1.min.js"
+
+    def slow() -> str:
+        moved_on.wait(10)  # answered only once the browser gave up on it and asked for the next
+        return "{}"
+
+    def away() -> tuple[str, int]:
+        moved_on.set()
+        return '{"status": "Redis unavailable, try again shortly"}', 503
+
+    routes = {
+        "/": lambda: with_additions(BANNER_PAGE, ""),
+        "/jquery.js": lambda: (jquery.read_bytes(), {"Content-Type": "text/javascript"}),
+        "/slow.json": slow,
+        "/away.json": away,
+        "/fine.json": lambda: ("{}", 200),
+    }
+    for path, view in routes.items():
+        app.add_url_rule(path, endpoint=path, view_func=view)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        dom = rendered(server.server_port, "/")
+    finally:
+        moved_on.set()
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+    assert 'data-seen="hidden,shown,hidden"' in dom
+
+
+# A page of the dashboard's own origin that presses "Empty queue" as rq-dashboard's button does ($.post).
+BUTTON_PAGE = """<!doctype html><html><body>
+<script src="/static/js/jquery-3.5.1.min.js"></script>
+<script>
+$(function () {
+  $.post('/queue/{queue}/queued/empty').always(function (data, status, xhr) {
+    document.body.setAttribute('data-answer', (xhr && xhr.status) || data.status);
+  });
+});
+</script>
+</body></html>"""
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium here (apt-get install chromium)")
+def test_the_dashboards_own_buttons_work_in_a_browser(queued_and_failed, redis_url) -> None:
+    """The token our pages hand to rq-dashboard's `$.post`s gets through (the session cookie, the header)."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    queue, _, _ = queued_and_failed
+    app = dashboard.create_app(redis_url)
+    app.add_url_rule("/press-empty", "press-empty", lambda: BUTTON_PAGE.replace("{queue}", QUEUE_7))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        dom = rendered(server.server_port, "/press-empty")
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+    assert 'data-answer="200"' in dom
+    assert queue.get_job_ids() == []
