@@ -203,7 +203,7 @@ def test_long_uris_and_headers_get_json_from_the_development_server(redis_url) -
         assert request_raw(port, "/list_products/" + "9" * 100_000) == (
             414,
             "application/json",
-            '{"status":"Request-URI Too Long"}',
+            '{"status":"URI Too Long"}',  # our phrase, the same on every Python (3.13 renamed http.server's)
         )
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         connection.putrequest("GET", "/list_products")
@@ -213,9 +213,11 @@ def test_long_uris_and_headers_get_json_from_the_development_server(redis_url) -
         assert (response.status, response.getheader("Content-Type"), response.read()) == (
             431,
             "application/json",
-            b'{"status":"Line too long"}',
+            b'{"status":"Request Header Fields Too Large"}',
         )
         server.stop()
+    assert server.lines == [f"API available on localhost port {port}"]  # no `code 414, …` without --verbose
+    assert server.stderr == ""
 
 
 def test_granian_answers_a_long_uri_before_flask_sees_it(redis_url) -> None:
@@ -253,4 +255,74 @@ def test_the_seat_server_stops_at_once_while_redis_is_down(own_redis) -> None:
         server.signal(signal.SIGINT)  # one Ctrl+C
         assert server.wait(10) == 0
         assert time.monotonic() - stopping < 5
+    assert "Traceback" not in server.stderr
+
+
+@pytest.mark.parametrize("script", ["9_stock.py", "100_seat.py"])
+def test_host_beyond_loopback_is_said_plainly(redis_url, script) -> None:
+    with ScriptProcess(script, env={"HOST": "0.0.0.0", "PORT": "0"}) as server:
+        server.wait_until(lambda: len(server.lines) >= 2, what="the banner's two lines")
+        port = int(server.lines[0].rsplit(" ", 1)[1])
+        assert request(port, "/list_products" if script == "9_stock.py" else "/available_seats")[0] == 200
+        server.stop()
+    assert server.lines == [
+        f"API available on localhost port {port}",
+        f"Listening on 0.0.0.0 port {port}: reachable from other machines, not only this one",
+    ]
+
+
+class SlowBody:
+    """A client that sends a full head announcing a large body, the body's first `sent` bytes at
+    once, then one byte every `interval` seconds, until stopped (the slow-body attack of issue 21)."""
+
+    def __init__(self, port: int, stopped: threading.Event, sent: int = 200_000, interval: float = 4.0) -> None:
+        self.connection = socket.create_connection(("127.0.0.1", port))
+        self.connection.settimeout(5)
+        self.head_and_start_sent = threading.Event()
+        self._thread = threading.Thread(target=self._trickle, args=(stopped, sent, interval), daemon=True)
+        self._thread.start()
+
+    def _trickle(self, stopped: threading.Event, sent: int, interval: float) -> None:
+        with contextlib.suppress(OSError):  # the server may cut it off: that is its right
+            self.connection.sendall(
+                b"POST /reserve_product/1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Length: 100000000\r\n\r\n" + b"x" * sent
+            )
+            self.head_and_start_sent.set()
+            while not stopped.wait(interval):
+                self.connection.sendall(b"x")
+        self.head_and_start_sent.set()
+
+    def close(self) -> None:
+        self.connection.close()
+        self._thread.join(10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["9_stock.py", "100_seat.py"])
+def test_32_slow_bodies_hold_no_thread(redis_url, script) -> None:
+    """As many trickling bodies as the server has request threads: a normal request is still
+    answered within a second, throughout two trickle periods."""
+    server, port = started(script)
+    stopped = threading.Event()
+    path = "/list_products/1" if script == "9_stock.py" else "/available_seats"
+    with server:
+        attackers = [SlowBody(port, stopped) for _ in range(32)]
+        for attacker in attackers:
+            assert attacker.head_and_start_sent.wait(10)
+        slowest = 0.0
+        answers = Counter()
+        until = time.monotonic() + 9  # more than two of the attackers' 4 s periods
+        while time.monotonic() < until:
+            began = time.monotonic()
+            status, content_type, _ = request(port, path, timeout=5)
+            slowest = max(slowest, time.monotonic() - began)
+            answers[(status, content_type)] += 1
+        stopped.set()
+        for attacker in attackers:
+            attacker.close()
+        server.stop()
+    assert slowest < 1
+    assert list(answers) == [(200, "application/json")]
+    assert server.lines == [f"API available on localhost port {port}"]
     assert "Traceback" not in server.stderr
