@@ -91,6 +91,11 @@ def create_app(client: redis.Redis | None = None, *, initialised: bool = False) 
             idempotent(lambda: stock.initialise(PRODUCTS_BY_ID))
             ready.set()
 
+    try:
+        first_contact()  # at launch, as the curriculum says; if Redis is away, at the first request it is back
+    except REDIS_DOWN as error:
+        not_connected(error)
+
     @app.get("/list_products")
     def list_products():
         return jsonify(LIST_PRODUCTS)

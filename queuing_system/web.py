@@ -142,6 +142,11 @@ class PerThreadClient:
     def get_encoder(self) -> Any:
         return self._unconnected.get_encoder()
 
+    @property
+    def connection_pool(self) -> redis.ConnectionPool:
+        """The address and options (settings.url_of reads them), without connecting."""
+        return self._unconnected.connection_pool
+
     def _client(self) -> redis.Redis:
         client = getattr(self._local, "client", None)
         if client is None:
