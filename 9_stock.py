@@ -12,7 +12,6 @@ after Redis lost what was sold, which the server notices and says, selling nothi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import threading
 import time
@@ -23,7 +22,7 @@ from flask import Flask, jsonify
 from queuing_system.console import REDIS_DOWN, arguments, backoff, not_connected, run_lesson, say
 from queuing_system.serving import add_server_options, run_server
 from queuing_system.settings import connect
-from queuing_system.stock import Outcome, StockReservations, new_reservation_id
+from queuing_system.stock import Outcome, StockReservations
 from queuing_system.web import PerThreadClient, idempotent, json_app, parse_id
 
 LIST_PRODUCTS = [
@@ -52,19 +51,9 @@ def get_current_reserved_stock_by_id(stock: StockReservations, item_id: int) -> 
 
 
 def reserve_stock_by_id(stock: StockReservations, item: dict) -> Outcome:
-    """Reserve one unit, then confirm it: two atomic steps, each repeated safely after a lost
-    connection or a timeout (both carry this reservation's id)."""
-    item_id, reservation = item["itemId"], new_reservation_id()
-    outcome = idempotent(lambda: stock.reserve(item_id, item["initialAvailableQuantity"], reservation))
-    if outcome is not Outcome.PENDING:
-        return outcome
-    try:
-        return idempotent(lambda: stock.confirm(item_id, reservation))
-    except REDIS_DOWN:
-        # Confirmed or not, nobody will hear it: give the unit back now (or, failing that, its deadline will).
-        with contextlib.suppress(*REDIS_DOWN):
-            idempotent(lambda: stock.cancel(item_id, reservation))
-        raise
+    """Reserve one unit: two atomic steps in Redis (reserve, confirm), each carrying this reservation's
+    id, so repeating one after a lost connection or a timeout does it once (queuing_system/stock.py)."""
+    return stock.reserve_one(item["itemId"], item["initialAvailableQuantity"])
 
 
 def create_app(client: redis.Redis | None = None, *, initialised: bool = False) -> Flask:

@@ -9,7 +9,8 @@ Each step carries the reservation's id (a random token) and checks it, so a copy
 twice (the first one still queued inside a stalled Redis, say) does what it does once. A
 reservation whose outcome stayed unknown, or that was never confirmed (the server died, or
 gave up and answered 503 "try again"), is given back by the next reservation of that product
-once its deadline has passed; `cancel` gives one back at once (a confirmation nobody heard).
+once its deadline has passed; `cancel` gives one back at once: a confirmation whose reply was
+lost, which nobody heard (`reserve_one` does it, and keeps trying on later reservations).
 Each step is one command on the caller's connection, so a replication check (`WAIT`) can
 follow it there.
 
@@ -21,14 +22,22 @@ operator resets the stock (`reset`, the server's `--reset`).
 
 from __future__ import annotations
 
+import collections
+import functools
 import secrets
 from collections.abc import Iterable
 from enum import Enum
 
 import redis
 
+from queuing_system.console import REDIS_DOWN
 from queuing_system.keys import STOCK_PENDING, STOCK_RECORDS, STOCK_RESERVED
 from queuing_system.settings import env_int
+from queuing_system.web import idempotent
+
+# How long a confirmation (or the give-back of one nobody heard) is repeated before the server
+# gives up on it for this request: the unit must end up either confirmed to someone or on sale.
+SETTLE_PATIENCE = 5.0
 
 
 def pending_ms() -> int:
@@ -125,6 +134,7 @@ class StockReservations:
     def __init__(self, client: redis.Redis, hold_ms: int | None = None) -> None:
         self._client = client
         self._pending_ms = pending_ms() if hold_ms is None else hold_ms
+        self._unheard: collections.deque[tuple[int, str]] = collections.deque()  # confirmations to give back
         self._reserve = client.register_script(RESERVE)
         self._confirm = client.register_script(CONFIRM)
         self._cancel = client.register_script(CANCEL)
@@ -145,6 +155,35 @@ class StockReservations:
 
     def cancel(self, item_id: int, reservation_id: str) -> Outcome:
         return Outcome(_text(self._cancel(keys=self._keys(item_id), args=[reservation_id])))
+
+    def reserve_one(self, item_id: int, stock: int) -> Outcome:
+        """A whole reservation: reserve, then confirm, each repeated safely after a lost connection or a
+        timeout. CONFIRMED only once the confirmation is known to have landed; when it cannot be known,
+        the reservation is given back (now, or by a later call) and the error raised: the client hears
+        "try again", and the unit is not sold to nobody."""
+        self._give_back_unheard()
+        reservation = new_reservation_id()
+        outcome = idempotent(lambda: self.reserve(item_id, stock, reservation))
+        if outcome is not Outcome.PENDING:
+            return outcome
+        try:
+            return idempotent(lambda: self.confirm(item_id, reservation), patience=SETTLE_PATIENCE)
+        except REDIS_DOWN:
+            self._unheard.append((item_id, reservation))
+            self._give_back_unheard()
+            raise
+
+    def _give_back_unheard(self) -> None:
+        while self._unheard:
+            try:
+                item_id, reservation = self._unheard.popleft()
+            except IndexError:  # another request thread took the last one
+                return
+            try:
+                idempotent(functools.partial(self.cancel, item_id, reservation), patience=SETTLE_PATIENCE)
+            except REDIS_DOWN:
+                self._unheard.appendleft((item_id, reservation))  # the next reservation tries again
+                return
 
     def reserved(self, item_id: int) -> int | None:
         """Units reserved (pending or confirmed), or None when Redis lost the count."""

@@ -94,17 +94,23 @@ def said(error: ResponseError) -> str:
     return clean(f"{error.status_code} {error}" if error.status_code else error)
 
 
-def idempotent(step: Callable[[], T]) -> T:
+def idempotent(step: Callable[[], T], patience: float = 0.0) -> T:
     """`step()`, repeated on a fresh connection after a lost connection or a timeout: only for a
-    step whose repeat changes nothing its first copy did (a read, or a write carrying its identity)."""
-    for delay in REPEAT_DELAYS:
+    step whose repeat changes nothing its first copy did (a read, or a write carrying its identity).
+    Repeated twice, or for `patience` seconds if that is longer (a step whose outcome matters)."""
+    deadline = time.monotonic() + patience
+    attempt = 0
+    while True:
         try:
             return step()
         except ServerBusyError:
             raise  # no connection of ours was free: repeating would only wait again
         except REDIS_DOWN:
+            delay = REPEAT_DELAYS[min(attempt, len(REPEAT_DELAYS) - 1)]
+            attempt += 1
+            if attempt > len(REPEAT_DELAYS) and time.monotonic() + delay > deadline:
+                raise
             time.sleep(delay)
-    return step()
 
 
 def request_threads() -> int:

@@ -1,6 +1,8 @@
 """Task 9: the stock API — bodies byte for byte, atomic reservations, bad input, Redis away."""
 
 import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
 
 import pytest
@@ -10,6 +12,8 @@ from queuing_system.embedded import free_port
 from queuing_system.http_requests import request
 from queuing_system.processes import ScriptProcess
 from queuing_system.stock import Outcome, StockReservations
+from queuing_system.web import idempotent
+from tests.redis_faults import killing_connections, stalled
 
 stock = import_module("9_stock")
 
@@ -272,3 +276,71 @@ def test_a_reservation_whose_confirmation_was_given_back_answers_try_again(r, mo
     response = app.test_client().get("/reserve_product/4")
     answer = '{"status":"Reservation not confirmed, try again","itemId":4}'
     assert (response.status_code, body(response), response.headers["Retry-After"]) == (503, answer, "1")
+
+
+def at_once(port: int, path: str, count: int) -> list[tuple[int, str, dict]]:
+    """`count` clients sending the same request at the same instant: (status, content type, JSON) of each."""
+    go = threading.Barrier(count)
+
+    def one(_: int) -> tuple[int, str, dict]:
+        go.wait()
+        return request(port, path, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def held(r, item_id: int) -> tuple[int, int, int]:
+    """(units reserved, confirmed reservations, pending reservations) of a product."""
+    states = list(records(r, item_id).values())
+    return int(r.get(f"item.{item_id}")), states.count("confirmed"), states.count("pending")
+
+
+CONFIRMED_2 = (200, "application/json", {"status": "Reservation confirmed", "itemId": 2})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["development", "granian"])
+def test_a_stalled_redis_costs_one_unit_per_confirmation(own_redis, workers) -> None:
+    """Issue 19: 3 reservations during a 4.5 s stall (longer than the 3 s socket timeout): each one's
+    step is sent again after its timeout while the first copy waits inside Redis; both run."""
+    port = free_port()
+    with ScriptProcess("9_stock.py", workers, env={"REDIS_URL": own_redis.url, "PORT": str(port)}) as server:
+        server.wait_for_line(f"API available on localhost port {port}")
+        with stalled(own_redis.url):
+            answers = at_once(port, "/reserve_product/2", 3)
+        server.stop()
+    assert answers == [CONFIRMED_2] * 3
+    assert held(redis.Redis.from_url(own_redis.url, decode_responses=True), 2) == (3, 3, 0)
+    assert "Traceback" not in server.stderr
+
+
+@pytest.mark.slow
+def test_killed_connections_reserve_no_unit_for_nobody(own_redis) -> None:
+    """Issue 19: CLIENT KILL TYPE normal every 2 ms during rounds of 20 reservations of product 2
+    (stock 10): every unit taken is confirmed to someone or, unconfirmed, goes back on sale."""
+    port = free_port()
+    env = {"REDIS_URL": own_redis.url, "PORT": str(port), "QUEUING_RESERVATION_HOLD_MS": "500"}
+    r = redis.Redis.from_url(own_redis.url, decode_responses=True, retry=None)
+    reservations = StockReservations(r)
+    rounds = []
+    with ScriptProcess("9_stock.py", env=env) as server:
+        server.wait_for_line(f"API available on localhost port {port}")
+        with killing_connections(own_redis.url) as killed:
+            for _ in range(10):
+                # The test's own steps are safe to repeat: repeated until they get through the kills.
+                idempotent(lambda: reservations.reset([2]), patience=10)
+                answers = at_once(port, "/reserve_product/2", 20)
+                rounds.append((answers, idempotent(lambda: held(r, 2), patience=10)))
+        assert killed[0] > 0
+        for answers, (reserved, confirmed, pending) in rounds:
+            assert {status for status, content_type, _ in answers} <= {200, 503}
+            assert {content_type for _, content_type, _ in answers} == {"application/json"}
+            assert answers.count(CONFIRMED_2) == confirmed <= 10  # each confirmation heard, none beyond stock
+            assert reserved == confirmed + pending  # any other unit taken has a pending reservation
+        # The last round's pending reservations go back on sale once their hold has passed.
+        while held(r, 2)[2] or request(port, "/reserve_product/2")[2]["status"] != "Not enough stock available":
+            request(port, "/reserve_product/2")
+        server.stop()
+    assert held(r, 2) == (10, 10, 0)
+    assert "Traceback" not in server.stderr
