@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 from flask import Flask, jsonify
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from rq import Callback, Queue, get_current_job
 from rq.exceptions import DuplicateJobError
@@ -70,6 +71,14 @@ return 0
 
 class NoSeatsLeftError(Exception):
     pass
+
+
+class OutcomeUnknownError(RedisConnectionError):
+    """Redis stayed away while a seat job was enqueued: it may or may not be queued."""
+
+
+# How long an enqueue is repeated until it is known whether the job is queued (seconds).
+ENQUEUE_PATIENCE = 5.0
 
 
 def reserve_seat(client: redis.Redis, number: int) -> None:
@@ -138,7 +147,7 @@ def enqueue_seat_job(queue: Queue) -> Job:
     """A seat job on `queue`, enqueued at most once: its id comes first (a repeat after a lost reply
     may skip an id, never duplicate a job), then RQ's unique enqueue, one Lua step that checks the
     id, so repeating it after a lost reply or a timeout cannot queue the job twice."""
-    job_id = idempotent(lambda: next_job_id(queue.connection))
+    job_id = idempotent(lambda: next_job_id(queue.connection))  # failing here, certainly no job
     settings = JobSettings()
     job = queue.create_job(
         TAKE_SEAT_JOB,
@@ -154,7 +163,10 @@ def enqueue_seat_job(queue: Queue) -> Job:
         with contextlib.suppress(DuplicateJobError):  # an earlier copy of this step landed
             queue.enqueue_job(job, unique=True)
 
-    idempotent(put)
+    try:
+        idempotent(put, patience=ENQUEUE_PATIENCE)  # until it is known whether the job is queued
+    except REDIS_DOWN as error:
+        raise OutcomeUnknownError(error) from error
     return job
 
 
@@ -213,11 +225,11 @@ def create_app(client: redis.Redis | None = None, *, verbose: bool = False, init
             return jsonify({"status": "Reservation are blocked"})
         try:
             enqueue_seat_job(queue)
-        except ServerBusyError:
-            raise  # every connection in use: a JSON 503 "busy" (Redis is fine)
+        except (ServerBusyError, OutcomeUnknownError):
+            raise  # a JSON 503: every connection in use (Redis is fine), or Redis away (the not-connected line)
         except REDIS_DOWN as error:
             not_connected(error)
-            return jsonify({"status": "Reservation failed"})
+            return jsonify({"status": "Reservation failed"})  # no job was created
         return jsonify({"status": "Reservation in process"})
 
     @app.get("/process")
