@@ -145,6 +145,11 @@ class _JSONRequestHandler(WSGIRequestHandler):
             super().log_error(format, *args)
 
 
+def _head_complete(head: bytearray) -> bool:
+    """An empty line ends the head; http.server reads lines ending in a bare LF too."""
+    return b"\n\r\n" in head or b"\n\n" in head
+
+
 @dataclass
 class _Arriving:
     """A connection whose request head is still arriving."""
@@ -226,7 +231,7 @@ class DevelopmentServer(BaseWSGIServer):
             self._drop(selector, arriving, connection)
             return
         state.head += data
-        if b"\r\n\r\n" in state.head or len(state.head) > MAX_HEAD:  # complete (or too long: the handler says so)
+        if _head_complete(state.head) or len(state.head) > MAX_HEAD:  # complete (or too long: the handler says so)
             selector.unregister(connection)
             del arriving[connection]
             connection.setblocking(True)

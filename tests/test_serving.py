@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
@@ -220,12 +221,96 @@ def test_long_uris_and_headers_get_json_from_the_development_server(redis_url) -
     assert server.stderr == ""
 
 
-def test_granian_answers_a_long_uri_before_flask_sees_it(redis_url) -> None:
-    """The documented exception to "every answer JSON": granian answers 414 itself, with no body."""
+def raw_exchange(port: int, raw: bytes) -> tuple[str, str, bytes]:
+    """(status, Content-Type, body) of what the server answers to `raw` bytes (its whole answer:
+    up to its Content-Length, or until it closes)."""
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(raw)
+        with contextlib.suppress(ConnectionResetError):
+            while (chunk := client.recv(65536)) and not _whole(data := data + chunk):
+                pass
+    if not data.startswith(b"HTTP/"):  # an HTTP/0.9-style answer: the body alone
+        return "", "", data
+    head, _, body = data.partition(b"\r\n\r\n")
+    headers = dict(_header(line) for line in head.decode("latin-1").split("\r\n")[1:])
+    return head.split()[1].decode(), headers.get("content-type", ""), body
+
+
+def _header(line: str) -> tuple[str, str]:
+    name, _, value = line.partition(":")
+    return name.strip().lower(), value.strip()
+
+
+def _whole(data: bytes) -> bool:
+    head, blank, body = data.partition(b"\r\n\r\n")
+    if not blank or not data.startswith(b"HTTP/"):
+        return False
+    headers = dict(_header(line) for line in head.decode("latin-1").split("\r\n")[1:])
+    return len(body) >= int(headers.get("content-length", "-1"))
+
+
+MALFORMED = {
+    "garbage": b"\x16\x03\x01garbage\r\n\r\n",
+    "HTTP/0.9": b"GET /list_products\r\n\r\n",
+    "bad version": b"GET /list_products HTTP/9.9\r\nHost: x\r\n\r\n",
+    "bad UTF-8 path": b"GET /list_products/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+    "NUL in path": b"GET /list_\x00products HTTP/1.1\r\nHost: x\r\n\r\n",
+    "header without colon": b"GET /list_products HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n",
+    "space before colon": b"GET /list_products HTTP/1.1\r\nHost : x\r\n\r\n",
+    "folded header": b"GET /list_products HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+    "control character in method": b"G\x01T /list_products HTTP/1.1\r\nHost: x\r\n\r\n",
+    "negative Content-Length": b"POST /list_products HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    "huge Content-Length": b"POST /list_products HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+    "two Content-Lengths": b"POST /list_products HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    "200 headers": b"GET /list_products HTTP/1.1\r\nHost: x\r\n"
+    + b"".join(b"X-%d: v\r\n" % n for n in range(200))
+    + b"\r\n",
+    "70 KB header": b"GET /list_products HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+    "100 KB URI": b"GET /list_products/" + b"9" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "bare LF": b"GET /list_products HTTP/1.1\nHost: x\n\n",
+}
+# What granian answers by itself, before the app sees the request (the README lists these).
+GRANIAN_ITSELF = {
+    "garbage": "400",
+    "HTTP/0.9": "400",
+    "bad version": "400",
+    "bad UTF-8 path": "400",
+    "NUL in path": "400",
+    "header without colon": "400",
+    "space before colon": "400",
+    "folded header": "400",
+    "control character in method": "400",
+    "negative Content-Length": "400",
+    "huge Content-Length": "400",
+    "two Content-Lengths": "400",
+    "200 headers": "431",
+    "100 KB URI": "414",
+}
+
+
+def test_every_malformed_request_gets_json_from_the_development_server(redis_url) -> None:
+    server, port = started("9_stock.py")
+    with server:
+        answers = {name: raw_exchange(port, raw) for name, raw in MALFORMED.items()}
+        server.stop()
+    for name, (status, content_type, body) in answers.items():
+        assert (content_type, name) == ("application/json", name) or (status, name) == ("", name)
+        assert isinstance(json.loads(body), (dict, list)), name  # HTTP/0.9-style answers too: JSON alone
+    assert server.lines == [f"API available on localhost port {port}"]
+    assert server.stderr == ""
+
+
+def test_granian_answers_some_malformed_requests_itself_with_an_empty_body(redis_url) -> None:
+    """The documented exception to "every answer JSON": granian's own 400 / 414 / 431, before the app."""
     server, port = started("9_stock.py", "--workers", "1")
     with server:
-        assert request_raw(port, "/list_products/" + "9" * 100_000) == (414, "", "")
+        answers = {name: raw_exchange(port, raw) for name, raw in MALFORMED.items()}
         server.stop()
+    itself = {name: status for name, (status, _, body) in answers.items() if not body}
+    assert itself == GRANIAN_ITSELF
+    for name in MALFORMED.keys() - GRANIAN_ITSELF.keys():
+        assert answers[name][1] == "application/json", name
 
 
 def test_a_server_out_of_connections_says_it_is_busy(redis_url, monkeypatch) -> None:
