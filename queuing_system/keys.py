@@ -17,8 +17,10 @@ SEAT_QUEUE = "reserve_seat"
 JOB_ID_COUNTER = "queuing:job_id"
 JOB_EVENTS_CHANNEL = "queuing:job_events"
 
-# Task 9: reserved units of product <id>.
+# Task 9: reserved units of product <id>; its reservations (id -> pending | confirmed); the pending ones' deadlines.
 STOCK_RESERVED = "item.{item_id}"
+STOCK_RECORDS = "item.{item_id}.reservations"
+STOCK_PENDING = "item.{item_id}.pending"
 
 # Task 100.
 AVAILABLE_SEATS = "available_seats"
