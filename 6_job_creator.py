@@ -10,17 +10,12 @@ Beyond the curriculum: --phone-number, --message, --attempts N, --delay SECONDS,
 import argparse
 
 from queuing_system.console import arguments, clean, run_lesson, say
+from queuing_system.creator_options import add_job_options, create_or_explain, job_settings
 from queuing_system.events import JobEvent, JobEvents
-from queuing_system.jobs import (
-    JobSettings,
-    add_job_options,
-    create_or_explain,
-    job_queue,
-    job_settings,
-    queue_connection,
-)
+from queuing_system.job_settings import JobSettings
 from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.notifications import first_invalid
+from queuing_system.queues import job_queue, queue_connection
 from queuing_system.settings import ConfigError
 
 JOB_DATA = {

@@ -14,17 +14,12 @@ import json
 from rq.job import Job
 
 from queuing_system.console import arguments, clean, run_lesson, say
+from queuing_system.creator_options import add_job_options, create_or_explain, job_settings
 from queuing_system.events import JobEvents
-from queuing_system.jobs import (
-    JobSettings,
-    add_job_options,
-    create_or_explain,
-    job_queue,
-    job_settings,
-    queue_connection,
-)
+from queuing_system.job_settings import JobSettings
 from queuing_system.keys import PROCESS_7, QUEUE_7
 from queuing_system.notifications import first_invalid, follow_notification_job
+from queuing_system.queues import job_queue, queue_connection
 from queuing_system.settings import ConfigError
 
 JOBS = [

@@ -15,10 +15,11 @@ from rq import Queue
 from rq.job import Job
 
 from queuing_system.console import say
+from queuing_system.enqueue import enqueue_many
 from queuing_system.events import JobEvents
-from queuing_system.jobs import enqueue_many, job_queue
 from queuing_system.keys import PROCESS_7, QUEUE_8
 from queuing_system.notifications import follow_notification_job
+from queuing_system.queues import job_queue
 
 
 def create_push_notifications_jobs(

@@ -16,10 +16,11 @@ import time
 
 from bench.common import percentile
 from queuing_system.console import say
+from queuing_system.enqueue import enqueue_many
 from queuing_system.events import JobEvent, JobEvents
-from queuing_system.jobs import enqueue_many, job_queue, queue_connection
 from queuing_system.keys import PROCESS_7, QUEUE_7
 from queuing_system.notifications import follow_notification_job
+from queuing_system.queues import job_queue, queue_connection
 
 DATA = {"phoneNumber": "4153518743", "message": "This is the code 4321 to verify your account"}
 
