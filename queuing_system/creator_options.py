@@ -11,7 +11,7 @@ from rq import Queue
 from rq.job import Job
 
 from queuing_system.console import not_connected
-from queuing_system.enqueue import EnqueueInterruptedError, enqueue_many
+from queuing_system.enqueue import EnqueueInterruptedError, enqueue_many, refusal
 from queuing_system.job_settings import MAX_ATTEMPTS, MAX_DELAY, JobSettings
 from queuing_system.queues import Priority
 from queuing_system.settings import env_int
@@ -58,6 +58,28 @@ def job_settings(args: argparse.Namespace) -> JobSettings:
     return JobSettings(attempts=args.attempts, delay=args.delay, priority=Priority(args.priority))
 
 
+def id_ranges(ids: Sequence[str]) -> str:
+    """`1-500, 503` for ids 1 to 500 and 503."""
+    numbers = sorted(int(job_id) for job_id in ids)
+    ranges: list[list[int]] = []
+    for number in numbers:
+        if ranges and number == ranges[-1][1] + 1:
+            ranges[-1][1] = number
+        else:
+            ranges.append([number, number])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+def say_why_not_yet(error: BaseException) -> None:
+    """A failed attempt: what Redis refused (on stderr: it is not a lost connection), or the
+    not-connected line (on stdout, as the original prints it)."""
+    said = refusal(error)
+    if said is None:
+        not_connected(error)
+    else:
+        print(f"Redis refused the write: {said}", file=sys.stderr, flush=True)
+
+
 def create_or_explain(
     queue: Queue,
     function: str,
@@ -65,19 +87,26 @@ def create_or_explain(
     settings: JobSettings,
     created: Callable[[Job], None] = lambda job: None,
 ) -> list[Job]:
-    """`enqueue_many` for a creator script: the not-connected line on each failed attempt and,
-    if Redis stays away, one line saying which jobs were created, then exit 1."""
+    """`enqueue_many` for a creator script: on each failed attempt, the not-connected line (stdout, as
+    the original prints it) or what Redis refused (stderr); if that lasts, one line saying which jobs
+    were created and which were not, then exit 1."""
     patience = env_int("QUEUING_ENQUEUE_PATIENCE", 30, 1, 3600)
     try:
         return enqueue_many(
-            queue, function, datas, settings, created=created, retrying=not_connected, give_up_after=patience
+            queue,
+            function,
+            datas,
+            settings,
+            created=created,
+            retrying=say_why_not_yet,
+            give_up_after=patience,
         )
     except EnqueueInterruptedError as stop:
-        ids = [job.id for job in stop.created]
-        which = f" (ids {ids[0]}-{ids[-1]})" if ids else ""
+        made = len(stop.created)
+        which = f" (ids {id_ranges([job.id for job in stop.created])})" if made else ""
+        rest = f"jobs {made + 1}-{stop.wanted}" if stop.wanted - made > 1 else f"job {stop.wanted}"
         print(
-            f"Gave up: Redis stayed away ({stop.error}); created {len(ids)} of {stop.wanted} jobs{which}, "
-            f"not the other {stop.wanted - len(ids)}",
+            f"Gave up: {stop.why}; created {made} of {stop.wanted} jobs{which}; not created: {rest} of the list",
             file=sys.stderr,
             flush=True,
         )
