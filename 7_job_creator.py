@@ -14,7 +14,13 @@ import json
 from rq.job import Job
 
 from queuing_system.console import arguments, clean, run_lesson, say
-from queuing_system.creator_options import add_job_options, create_or_explain, job_settings
+from queuing_system.creator_options import (
+    HINT_AFTER,
+    add_job_options,
+    create_or_explain,
+    job_settings,
+    not_started_hint,
+)
 from queuing_system.events import JobEvents
 from queuing_system.job_settings import JobSettings
 from queuing_system.keys import PROCESS_7, QUEUE_7
@@ -47,11 +53,13 @@ def create_jobs(jobs: list[dict], settings: JobSettings) -> None:
 
         def created(job: Job) -> None:
             say(f"Notification job created: {job.id}")
-            follow_notification_job(events, job.id)
+            follow_notification_job(events, job)
 
         # All the jobs in a few round trips (ids reserved at once); a Redis blip is ridden out.
         created_jobs = create_or_explain(queue, PROCESS_7, jobs, settings, created)
-        events.wait_until_ended([job.id for job in created_jobs])
+        # No processor running? After a few seconds, a hint on stderr says which one to start.
+        hint = not_started_hint(queue, "7_job_processor.py", HINT_AFTER)
+        events.wait_until_ended([job.id for job in created_jobs], not_started=hint, not_started_after=HINT_AFTER)
 
 
 MAX_JOBS = 100_000

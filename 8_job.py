@@ -40,7 +40,7 @@ def create_push_notifications_jobs(
     def created(job: Job) -> None:
         say(f"Notification job created: {job.id}")
         if events is not None:
-            follow_notification_job(events, job.id)
+            follow_notification_job(events, job)
 
     # Consecutive ids reserved at once, the jobs written in a few round trips.
     return enqueue_many(job_queue(QUEUE_8, queue.connection), PROCESS_7, jobs, created=created)

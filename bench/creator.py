@@ -38,10 +38,10 @@ def main() -> None:
         def created(job) -> None:
             created_at[job.id] = time.perf_counter()
             say(f"Notification job created: {job.id}")
-            follow_notification_job(events, job.id)
+            follow_notification_job(events, job)
             for event in (JobEvent.COMPLETED, JobEvent.FAILED):
                 events.on(
-                    job.id,
+                    job,
                     event,
                     lambda _, job_id=job.id: latencies.append((time.perf_counter() - created_at[job_id]) * 1000),
                 )

@@ -7,13 +7,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rq import Queue
-from rq.job import Job
+from rq import Queue, Worker
+from rq.job import Job, JobStatus
+from rq.utils import as_text
 
-from queuing_system.console import not_connected
-from queuing_system.enqueue import EnqueueInterruptedError, enqueue_many, refusal
+from queuing_system.enqueue import EnqueueInterruptedError, enqueue_many
 from queuing_system.job_settings import MAX_ATTEMPTS, MAX_DELAY, JobSettings
-from queuing_system.queues import Priority
+from queuing_system.queues import Priority, job_queue
+from queuing_system.refusals import say_why_not_yet
 from queuing_system.settings import env_int
 
 
@@ -70,16 +71,6 @@ def id_ranges(ids: Sequence[str]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
-def say_why_not_yet(error: BaseException) -> None:
-    """A failed attempt: what Redis refused (on stderr: it is not a lost connection), or the
-    not-connected line (on stdout, as the original prints it)."""
-    said = refusal(error)
-    if said is None:
-        not_connected(error)
-    else:
-        print(f"Redis refused the write: {said}", file=sys.stderr, flush=True)
-
-
 def create_or_explain(
     queue: Queue,
     function: str,
@@ -111,3 +102,30 @@ def create_or_explain(
             flush=True,
         )
         sys.exit(1)
+
+
+# Seconds a creator waits, hearing nothing of its jobs, before it suggests starting a processor.
+HINT_AFTER = 5.0
+
+
+def not_started_hint(queue: Queue, processor: str, after: float) -> Callable[[list[str]], None]:
+    """For `JobEvents.wait_until_ended(not_started=…)`: when the first job still waiting is queued
+    and no processor serves its queue, say once (on stderr: stdout keeps the curriculum's lines)
+    where it waits and what to start."""
+
+    def hint(waiting: list[str]) -> None:
+        status = queue.connection.hget(Job.key_for(waiting[0]), "status")
+        if status is None or as_text(status) != JobStatus.QUEUED.value:
+            return  # started, scheduled for later, or gone: nothing a processor start would change
+        origin = as_text(queue.connection.hget(Job.key_for(waiting[0]), "origin") or queue.name.encode())
+        if Worker.count(connection=queue.connection, queue=job_queue(origin, queue.connection)) > 0:
+            return  # served: it waits its turn
+        jobs = f"Job {waiting[0]} has" if len(waiting) == 1 else f"{len(waiting)} jobs have"
+        print(
+            f"{jobs} not started after {after:g} s: waiting on queue {origin}, which no processor serves; "
+            f"start one: python {processor}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return hint

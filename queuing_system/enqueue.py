@@ -21,15 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import redis
-from redis.exceptions import (
-    BusyLoadingError,
-    ClusterDownError,
-    MasterDownError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    ResponseError,
-    TryAgainError,
-)
+from redis.exceptions import ResponseError
 from rq import Callback, Queue
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
@@ -40,34 +32,12 @@ from queuing_system.creation_lua import TOKEN_FIELD, Create, Outcome, Reserve
 from queuing_system.job_settings import JobSettings
 from queuing_system.keys import JOB_CREATION_RECORD, JOB_ID_COUNTER
 from queuing_system.queues import queue_for_priority
+from queuing_system.refusals import refusal
 
 # The job-event callbacks every job carries (RQ's own workers and sweeps call them; ours settle
 # them in the same atomic step that stores the end).
 ON_SUCCESS = "queuing_system.events.on_success"
 ON_FAILURE = "queuing_system.events.on_failure"
-
-# Error replies that refuse a command as a whole (nothing of it ran): worth waiting out. redis-py
-# strips the code from the replies it has a class for; `refusal` puts it back.
-_REFUSAL_CODES = {
-    OutOfMemoryError: "OOM",
-    ReadOnlyError: "READONLY",
-    BusyLoadingError: "LOADING",
-    TryAgainError: "TRYAGAIN",
-    MasterDownError: "MASTERDOWN",
-    ClusterDownError: "CLUSTERDOWN",
-}
-_UNCLASSED_REFUSALS = ("BUSY ", "NOREPLICAS ", "MASTERDOWN ", "LOADING ", "READONLY ", "OOM ")
-
-
-def refusal(error: BaseException) -> str | None:
-    """What Redis said, when `error` is Redis refusing a write for now (out of memory, busy running a
-    script, read-only, loading…); None for anything else."""
-    for kind, code in _REFUSAL_CODES.items():
-        if isinstance(error, kind):
-            return f"{code} {error}"
-    if isinstance(error, ResponseError) and str(error).startswith(_UNCLASSED_REFUSALS):
-        return str(error)
-    return None
 
 
 def new_token() -> str:
