@@ -9,13 +9,14 @@ events, so a creator never takes another's job for its own, even when ids repeat
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 import redis
-from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 TOKEN_FIELD = "creation_token"  # the key in a job's meta
 RECORD_TTL = 24 * 3600  # how long a repeat of a reservation is recognised (a retry comes within minutes)
@@ -111,8 +112,23 @@ return outcomes
 """
 
 
-def _script(connection: redis.Redis, source: str) -> Script:
-    return Script(connection, source)  # no I/O: redis-py loads it on first use (and after a NOSCRIPT)
+def run_step(connection: redis.Redis, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """Run a script in one round trip (EVALSHA; loaded first only when Redis does not know it: a
+    restarted or new primary has an empty script cache), on one connection of a non-transactional
+    pipeline, so that a confirmation of replication can follow the write on that same connection."""
+    sha = hashlib.sha1(source.encode()).hexdigest()
+    for attempt in (1, 2):
+        with connection.pipeline(transaction=False) as pipeline:
+            pipeline.evalsha(sha, len(keys), *keys, *args)
+            # Replication confirmation (issue 19) goes here, after the write and on the same connection:
+            # pipeline.execute_command("WAIT", replicas, timeout_ms), its reply checked below.
+            try:
+                return pipeline.execute()[0]
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+        connection.script_load(source)
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -133,7 +149,7 @@ class Reserve:
 
     def run(self, connection: redis.Redis) -> list[str]:
         """The chunk's ids."""
-        first = int(_script(connection, RESERVE)(keys=self.keys(), args=self.args()))
+        first = int(run_step(connection, RESERVE, self.keys(), self.args()))
         return [str(first + offset) for offset in range(self.count)]
 
 
@@ -177,9 +193,6 @@ class Create:
             args.extend(values)
         return args
 
-    def queue_on(self, pipeline: redis.client.Pipeline) -> None:
-        _script(pipeline, CREATE)(keys=self.keys(), args=self.args(), client=pipeline)
-
-    @staticmethod
-    def parse(reply: Sequence[int]) -> list[Outcome]:
-        return [Outcome(int(outcome)) for outcome in reply]
+    def run(self, connection: redis.Redis) -> list[Outcome]:
+        """One outcome per job, in order."""
+        return [Outcome(int(outcome)) for outcome in run_step(connection, CREATE, self.keys(), self.args())]

@@ -116,7 +116,7 @@ class _Batch:
         return jobs
 
     def _create(self, jobs: list[Job]) -> list[Outcome]:
-        step = Create(
+        return Create(
             target_key=self._target_key(),
             queues_key=self.queue.redis_queues_keys,
             queue_key=self.queue.key,
@@ -125,12 +125,7 @@ class _Batch:
             varying=self._varying,
             jobs=[(job.id, job.key, self._values(job)) for job in jobs],
             scheduled_at=self._score(),
-        )
-        with self.queue.connection.pipeline(transaction=False) as pipeline:
-            step.queue_on(pipeline)
-            # Replication confirmation (issue 19) goes here, after the write and on the same connection:
-            # pipeline.execute_command("WAIT", replicas, timeout_ms), its reply checked below.
-            return Create.parse(pipeline.execute()[0])
+        ).run(self.queue.connection)
 
     def _target_key(self) -> str:
         if self._scheduled_at is None:

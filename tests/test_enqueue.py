@@ -127,3 +127,12 @@ def test_the_creator_honours_rq_key_prefix(redis_url, r, tmp_path, prefix) -> No
     assert r.lrange(f"{prefix}:queue:{QUEUE_7}", 0, -1) == ["1", "2", "3"]
     assert sorted(r.keys(f"{prefix}:job:*")) == [f"{prefix}:job:{n}" for n in (1, 2, 3)]
     assert r.smembers(f"{prefix}:queues") == {f"{prefix}:queue:{QUEUE_7}"}
+
+
+def test_a_redis_that_forgot_the_scripts_is_taught_them_again(rq_connection) -> None:
+    """A restarted Redis, or a newly promoted primary, has an empty script cache (NOSCRIPT)."""
+    queue = job_queue(QUEUE_7, rq_connection)
+    enqueue_many(queue, RECORD, [{"n": 1}])
+    rq_connection.script_flush()
+    assert [job.id for job in enqueue_many(queue, RECORD, [{"n": 2}])] == ["2"]
+    assert queue.job_ids == ["1", "2"]
