@@ -8,6 +8,7 @@ Beyond the curriculum: --phone-number, --message, --attempts N, --delay SECONDS,
 """
 
 import argparse
+from typing import Any
 
 from queuing_system.console import arguments, clean, run_lesson, say
 from queuing_system.creator_options import (
@@ -30,7 +31,7 @@ JOB_DATA = {
 }
 
 
-def create_job(data: dict, settings: JobSettings) -> None:
+def create_job(data: dict[str, Any], settings: JobSettings) -> None:
     connection = queue_connection()
     connection.ping()
     queue = job_queue(QUEUE_6, connection)

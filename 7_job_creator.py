@@ -10,6 +10,7 @@ Beyond the curriculum: --jobs-file FILE (a JSON array), --attempts N, --delay SE
 
 import argparse
 import json
+from typing import Any
 
 from rq.job import Job
 
@@ -43,7 +44,7 @@ JOBS = [
 ]
 
 
-def create_jobs(jobs: list[dict], settings: JobSettings) -> None:
+def create_jobs(jobs: list[dict[str, Any]], settings: JobSettings) -> None:
     connection = queue_connection()
     connection.ping()
     queue = job_queue(QUEUE_7, connection)
@@ -65,7 +66,7 @@ def create_jobs(jobs: list[dict], settings: JobSettings) -> None:
 MAX_JOBS = 100_000
 
 
-def load_jobs(path: str) -> list:
+def load_jobs(path: str) -> list[Any]:
     """The jobs of a --jobs-file; anything wrong with it is one line (exit 2)."""
     try:
         with open(path, encoding="utf-8") as file:

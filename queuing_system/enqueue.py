@@ -130,7 +130,7 @@ class _Batch:
     def _target_key(self) -> str:
         if self._scheduled_at is None:
             return str(self.queue.key)
-        return str(ScheduledJobRegistry(queue=self.queue).key)
+        return ScheduledJobRegistry.key_template.format(self.queue.name)  # RQ's key, RQ_KEY_PREFIX and all
 
     def _score(self) -> int | None:
         if self._scheduled_at is None:
