@@ -16,6 +16,8 @@ SEAT_QUEUE = "reserve_seat"
 # Kue-style job ids and events (shared by every queue, like Kue's `q:ids`).
 JOB_ID_COUNTER = "queuing:job_id"
 JOB_EVENTS_CHANNEL = "queuing:job_events"
+# hash: the ids each chunk of one creator run reserved (so a repeated reservation reserves nothing new)
+JOB_CREATION_RECORD = "queuing:creation:{token}"
 
 # Task 9: reserved units of product <id>; its reservations (id -> pending | confirmed); the pending ones' deadlines.
 STOCK_RESERVED = "item.{item_id}"
