@@ -19,9 +19,10 @@ from datetime import datetime, timezone
 import redis
 from rq.utils import as_text
 
-from queuing_system.console import REDIS_DOWN, arguments, backoff, clean, not_connected, run_lesson, say
+from queuing_system.console import REDIS_DOWN, arguments, clean, run_lesson, say
 from queuing_system.jobs import queue_connection
 from queuing_system.keys import running_key
+from queuing_system.reconnect import Reconnection
 from queuing_system.rq_keys import RQ
 
 COLUMNS = ("queued", "started", "scheduled", "deferred", "finished", "failed")
@@ -93,16 +94,15 @@ def watch(interval: float) -> None:
     """A snapshot every `interval` seconds, ridden through Redis going away."""
     in_place = sys.stdout.isatty()
     drawn = 0
-    delays = backoff()
+    reconnection = Reconnection()
     connection = queue_connection()
     while True:
         try:
             lines = snapshot(connection)
-            delays = backoff()
+            reconnection.succeeded()
         except REDIS_DOWN as error:
-            not_connected(error)
+            reconnection.failed(error)
             drawn = 0  # the error line broke the picture: draw afresh below it
-            time.sleep(next(delays))
             continue
         if in_place and drawn:
             sys.stdout.write(f"\033[{drawn}F\033[J")  # back to the top of the last snapshot, erase below

@@ -79,10 +79,11 @@ from rq.timeouts import TimerDeathPenalty, UnixSignalDeathPenalty
 from rq.worker import BaseWorker
 
 from queuing_system import keys
-from queuing_system.console import REDIS_DOWN, backoff, not_connected
+from queuing_system.console import REDIS_DOWN
 from queuing_system.job_run import EVENT_CALLBACKS, JobRun, Offer, OfferedJob, now
 from queuing_system.jobs import queues_by_priority
 from queuing_system.ordered_connection import OrderedConnection
+from queuing_system.reconnect import Reconnection
 from queuing_system.recovery import Upkeep
 from queuing_system.rq_keys import RQ
 from queuing_system.rq_records import RqRecords
@@ -189,7 +190,7 @@ class Processor:
         """
         pending: JobRun | None = None
         worked = False
-        delays = backoff()
+        reconnection = Reconnection(self.state.stop_event)
         self._steward.start()
         try:
             while True:
@@ -200,7 +201,7 @@ class Processor:
                         self.records.record_failure(pending)
                     self.upkeep.when_due()
                     pending, next_job = self._advance(pending)
-                    delays = backoff()
+                    reconnection.succeeded()
                     if next_job is None:
                         if pending is not None:
                             continue  # its settling needs another step (see _advance)
@@ -215,9 +216,8 @@ class Processor:
                     # (what we still hold comes back to the queues when our lease lapses).
                     if self.state.stopping and (pending is None or time.monotonic() - self.state.stop_requested_at > 5):
                         break
-                    not_connected(error)
                     self.line.reset()
-                    self.state.stop_event.wait(next(delays))
+                    reconnection.failed(error)
         finally:
             self._end()
         return worked

@@ -28,9 +28,10 @@ from typing import Any
 
 import redis
 
-from queuing_system.console import REDIS_DOWN, backoff, not_connected
+from queuing_system.console import REDIS_DOWN, not_connected
 from queuing_system.jobs import queue_connection
 from queuing_system.processor import Processor, ProcessorSettings
+from queuing_system.reconnect import Reconnection
 from queuing_system.settings import connect, redis_url
 
 # A worker process that keeps dying is replaced at most this often before the processor gives up.
@@ -56,20 +57,18 @@ def configure_logging(verbose: bool) -> None:
 
 def wait_for_redis(url: str | None, stopped: threading.Event) -> redis.Redis | None:
     """A client once Redis answers (the not-connected line per failed attempt), or None if stopped first."""
-    for delay in backoff():
-        if stopped.is_set():
-            return None
+    reconnection = Reconnection(stopped)
+    while not stopped.is_set():
         # A quick check first (one try, a 3 s limit): a silent or wrong server is said at once, not waited on.
         probe = connect(url, decode_responses=False, retries=0)
         try:
             probe.ping()
             return queue_connection(url)
         except REDIS_DOWN as error:
-            not_connected(error)
-            stopped.wait(delay)
+            reconnection.failed(error)
         finally:
             probe.close()
-    return None  # pragma: no cover - backoff() never ends
+    return None
 
 
 def serve(
@@ -250,7 +249,7 @@ class BackgroundProcessing:
             return True
 
     def _run(self) -> None:
-        delays = backoff()
+        reconnection = Reconnection(self._stopped)
         while not self._stopped.is_set():
             connection = wait_for_redis(self._url, self._stopped)
             if connection is None:
@@ -265,10 +264,11 @@ class BackgroundProcessing:
                         processor.request_stop_from_thread()
                 processor.work()
             except REDIS_DOWN as error:
-                not_connected(error)
+                reconnection.failed(error)
+                continue
             except Exception as error:  # keep serving; the next round starts a fresh worker
                 logging.getLogger("rq.worker").exception("processing stopped: %s", error)
-            self._stopped.wait(next(delays))
+            reconnection.wait()
 
     def stop(self, timeout: float = 60.0) -> None:
         self._stopped.set()
