@@ -79,11 +79,10 @@ from rq.timeouts import TimerDeathPenalty, UnixSignalDeathPenalty
 from rq.worker import BaseWorker
 
 from queuing_system import keys
-from queuing_system.console import REDIS_DOWN
 from queuing_system.job_run import EVENT_CALLBACKS, JobRun, Offer, OfferedJob, now
 from queuing_system.jobs import queues_by_priority
 from queuing_system.ordered_connection import OrderedConnection
-from queuing_system.reconnect import Reconnection
+from queuing_system.reconnect import REDIS_FAULTS, Reconnection
 from queuing_system.recovery import Upkeep
 from queuing_system.rq_keys import RQ
 from queuing_system.rq_records import RqRecords
@@ -185,7 +184,7 @@ class Processor:
     def work(self, burst: bool = False) -> bool:
         """Claim, run and settle jobs until stopped (or, with `burst`, until the queues are empty).
 
-        Redis going away anywhere here means: the not-connected line, a capped
+        Redis going away or refusing a command anywhere here means: one line saying so, a capped
         backoff, and carry on where it left off. Returns True if any job ran.
         """
         pending: JobRun | None = None
@@ -211,9 +210,11 @@ class Processor:
                         continue
                     worked = True
                     pending = self.runner.run(next_job)
-                except REDIS_DOWN as error:
-                    # Stopping with Redis away: a few seconds to settle the job in hand, then leave
-                    # (what we still hold comes back to the queues when our lease lapses).
+                except REDIS_FAULTS as error:
+                    # Redis away or refusing (out of memory, busy, read-only, …): every step can be
+                    # repeated, so say it, back off, and repeat. Stopping meanwhile: a few seconds to
+                    # settle the job in hand, then leave (what we still hold comes back to the queues
+                    # when our lease lapses).
                     if self.state.stopping and (pending is None or time.monotonic() - self.state.stop_requested_at > 5):
                         break
                     self.line.reset()
@@ -225,7 +226,7 @@ class Processor:
     def _end(self) -> None:
         """Give back what was claimed and not started, and leave (quietly, even with Redis away)."""
         self._steward.stop()
-        with contextlib.suppress(*REDIS_DOWN):
+        with contextlib.suppress(*REDIS_FAULTS):
             GiveBack(self.name).run(self.line.call)
             self.connection.srem(keys.CLAIMERS, self.name)
             self.upkeep.leave()

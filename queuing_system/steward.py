@@ -9,9 +9,8 @@ import time
 from collections.abc import Callable
 
 import redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError
 
-from queuing_system.console import REDIS_DOWN
 from queuing_system.steps import GiveBack, KeepAlive
 
 
@@ -106,7 +105,7 @@ class Steward(threading.Thread):
             self._wake.clear()
             if self._done.is_set():
                 return
-            with contextlib.suppress(*REDIS_DOWN, ResponseError):
+            with contextlib.suppress(RedisError):  # the loop says what is wrong with Redis; we try again
                 self._look_after()
 
     def _look_after(self) -> None:

@@ -28,10 +28,9 @@ from typing import Any
 
 import redis
 
-from queuing_system.console import REDIS_DOWN, not_connected
 from queuing_system.jobs import queue_connection
 from queuing_system.processor import Processor, ProcessorSettings
-from queuing_system.reconnect import Reconnection
+from queuing_system.reconnect import REDIS_FAULTS, Reconnection
 from queuing_system.settings import connect, redis_url
 
 # A worker process that keeps dying is replaced at most this often before the processor gives up.
@@ -64,7 +63,7 @@ def wait_for_redis(url: str | None, stopped: threading.Event) -> redis.Redis | N
         try:
             probe.ping()
             return queue_connection(url)
-        except REDIS_DOWN as error:
+        except REDIS_FAULTS as error:  # away, not Redis, no such database, refusing: say it, try again
             reconnection.failed(error)
         finally:
             probe.close()
@@ -88,6 +87,7 @@ def serve(
 
     signal.signal(signal.SIGINT, stop_before_start)
     signal.signal(signal.SIGTERM, stop_before_start)
+    reconnection = Reconnection(stopped)
     while not stopped.is_set():
         connection = wait_for_redis(url, stopped)
         if connection is None:
@@ -96,8 +96,8 @@ def serve(
             processor = Processor(
                 base_queue, connection, functions=functions, settings=settings, watch_parent=watch_parent
             )
-        except REDIS_DOWN as error:  # it went away again between the PING and the worker's first words
-            not_connected(error)
+        except REDIS_FAULTS as error:  # it went away (or said no) between the PING and the worker's first words
+            reconnection.failed(error)
             continue
         if stopped.is_set():
             return 0
@@ -152,6 +152,7 @@ class _Tree:
         self._children: list[multiprocessing.process.BaseProcess] = []
         self._stopping = False
         self._respawns: list[float] = []
+        self._pid = os.getpid()  # the processor's own process (its workers inherit this object)
 
     def run(self) -> int:
         signal.signal(signal.SIGINT, self._pass_on)
@@ -187,6 +188,9 @@ class _Tree:
 
     def _pass_on(self, signum: int, frame: FrameType | None) -> None:
         """Every stop signal reaches every worker (a worker counts a repeat within a second once)."""
+        if os.getpid() != self._pid:
+            # A worker just forked, stopped before it set its own handlers: it has started nothing yet.
+            os._exit(0)
         self._stopping = True
         for child in self._children:
             if child.pid and child.is_alive():
@@ -263,7 +267,7 @@ class BackgroundProcessing:
                     if self._stopped.is_set():
                         processor.request_stop_from_thread()
                 processor.work()
-            except REDIS_DOWN as error:
+            except REDIS_FAULTS as error:
                 reconnection.failed(error)
                 continue
             except Exception as error:  # keep serving; the next round starts a fresh worker
