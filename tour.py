@@ -4,7 +4,9 @@ Run:  make demo               (or: python tour.py [TASK ...], e.g. python tour.p
 
 It starts its own embedded Redis (never yours: the lessons write fixed keys),
 runs each task's scenario the way a learner would in separate terminals, shows
-what every process prints, checks it against SPEC.md, and ends with a summary.
+what every process prints, checks it against what the curriculum says each task
+prints (the expected lines are spelled out below, next to each scenario), and ends
+with a summary.
 The exit code is non-zero, naming the task and the line, if anything differed.
 """
 
@@ -44,7 +46,7 @@ SCHOOLS = "{'Portland': '50', 'Seattle': '80', 'New York': '20', 'Bogota': '20',
 
 
 class Mismatch(Exception):
-    """What a scenario printed is not what SPEC.md says."""
+    """What a scenario printed is not what the curriculum says it prints."""
 
 
 @dataclass
