@@ -35,12 +35,40 @@ def _server_options(address: SentinelAddress) -> dict[str, Any]:
     return {"db": address.db, "password": address.password, "username": address.username}
 
 
+class GroupSentinel(redis.sentinel.Sentinel):
+    """redis-py's Sentinel, not taking the word of a sentinel in the middle of a failover.
+
+    The sentinel leading a failover goes on naming the old primary in SENTINEL MASTERS until the
+    failover is over (~5 s after the promotion, measured), while the others already name the new
+    one; redis-py asks first whichever sentinel answered last time, often the leader. So a
+    sentinel with `failover_in_progress` is asked last (its answer is taken only if none other has one).
+    """
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        mid_failover: tuple[str, int] | None = None
+        for sentinel in self.sentinels:
+            try:
+                state = sentinel.sentinel_masters().get(service_name)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                continue
+            if not state or not self.check_master_state(state, service_name):
+                continue
+            address = (str(state["ip"]), int(state["port"]))
+            flags = state.get("flags", "")
+            if "failover_in_progress" not in (flags if isinstance(flags, set) else str(flags).split(",")):
+                return address
+            mid_failover = mid_failover or address
+        if mid_failover is None:
+            raise no_primary(service_name)
+        return mid_failover
+
+
 class GroupPool(redis.sentinel.SentinelConnectionPool):
     """redis-py's Sentinel pool with our connections, remembering the address it was made from
     (url_of() gives it back, so a twin client with other options goes to the same group)."""
 
     def __init__(self, address: SentinelAddress, **options: Any) -> None:
-        sentinel = redis.sentinel.Sentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))
+        sentinel = GroupSentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))
         super().__init__(address.master, sentinel, primary_watch=PrimaryWatch(), **options)
         self.address = address
 
@@ -97,7 +125,7 @@ def group_of(client: redis.Redis) -> SentinelAddress | None:
 
 def primary_of(address: SentinelAddress) -> tuple[str, int]:
     """Where the sentinels say the primary is now (MasterNotFoundError, a ConnectionError, if none does)."""
-    sentinel = redis.sentinel.Sentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))
+    sentinel = GroupSentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))
     try:
         host, port = sentinel.discover_master(address.master)
         return str(host), int(port)
