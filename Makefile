@@ -42,6 +42,9 @@ coverage: $(STAMP)
 redis: $(STAMP)  # a Redis for running the lessons by hand (Ctrl+C stops it)
 	@$(PY) -m queuing_system.redis_server
 
+sentinel: $(STAMP)  # a Sentinel group (primary, 2 replicas, 3 sentinels) to try failovers (Ctrl+C stops it)
+	@$(PY) -m queuing_system.redis_server --sentinel
+
 dashboard: $(STAMP)  # the web dashboard, on http://127.0.0.1:9181
 	@$(PY) -m queuing_system.dashboard
 

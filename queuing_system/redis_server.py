@@ -2,6 +2,8 @@
 
     python -m queuing_system.redis_server             where the lessons look: REDIS_URL, else 127.0.0.1:6379
     python -m queuing_system.redis_server --port 6390 elsewhere (then: export REDIS_URL=redis://127.0.0.1:6390/0)
+    python -m queuing_system.redis_server --sentinel  a primary, two replicas and three sentinels (free ports,
+                                                      or six from --port on), to try failovers
 
 It runs the redis-server installed on this machine (found on PATH, never one inside
 the virtualenv; else valkey-server), or else the Valkey server that came with the
@@ -85,7 +87,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.prog = "python -m queuing_system.redis_server"
         parser.add_argument("--port", type=bounded(1, 65535), help="the port to listen on (default: REDIS_URL's)")
 
+        parser.add_argument("--sentinel", action="store_true", help="a Sentinel group instead (see the README)")
+
     args = arguments(__doc__, options, argv)
+    if args.sentinel:
+        from queuing_system.sentinel_group import serve_group
+
+        run_lesson(lambda: sys.exit(serve_group(args.port)), interrupted_exit=0)
     run_lesson(lambda: sys.exit(serve(*where(args.port))), interrupted_exit=0)
 
 

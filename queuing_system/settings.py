@@ -12,8 +12,10 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import redis
 import redis.asyncio
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.retry import Retry
+
+from queuing_system import sentinel_url
+from queuing_system.connection_policy import no_resend, no_resend_async, reconnecting
+from queuing_system.sentinel_client import group_client, group_client_async, group_of
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -84,13 +86,19 @@ def check_redis_url(url: str) -> str:
     example = "redis://127.0.0.1:6379/0"
     if "://" not in url:
         raise ConfigError(f"{problem} no scheme; expected something like {example}")
+    if sentinel_url.is_sentinel_url(url):
+        try:
+            sentinel_url.SentinelAddress.parse(url)
+        except ValueError as error:
+            raise ConfigError(f"{problem} {error}") from None
+        return url
     try:
         parts = urlsplit(url)
         port = parts.port  # out of range or not a number: ValueError
     except ValueError as error:
         raise ConfigError(f"{problem} {error}; expected something like {example}") from None
     if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"{problem} scheme {parts.scheme!r} is not redis://, rediss:// or unix://")
+        raise ConfigError(f"{problem} scheme {parts.scheme!r} is not redis://, rediss://, unix:// or redis+sentinel://")
     if parts.scheme == "unix":
         if not parts.path:
             raise ConfigError(f"{problem} expected the socket's path, like unix:///run/redis.sock")
@@ -110,37 +118,58 @@ def connect(
     *,
     decode_responses: bool = True,
     retries: int = 2,
-    socket_timeout: float | None = 3.0,
+    socket_timeout: float = 3.0,
     single_connection: bool = False,
 ) -> redis.Redis:
-    """A client for `url` (default: `redis_url()`).
+    """A client for `url` (default: `redis_url()`), a plain Redis or a Sentinel group's primary.
 
-    A few quick retries ride out a blip; anything longer surfaces as
-    `redis.exceptions.ConnectionError` so the caller can say so in one line.
-    A server that accepts the connection and never answers is an error after
-    `socket_timeout` seconds (per attempt), never a silent hang.
+    `retries` quick attempts to connect ride out a blip; a command is never re-sent (see
+    connection_policy): a write whose reply was lost is a ConnectionError/TimeoutError for the
+    caller, who repeats it only if the write is safe to repeat. A server that accepts the
+    connection and never answers is an error after `socket_timeout` seconds (blocking commands
+    included: their own timeout must be shorter), never a silent hang.
     RQ needs `decode_responses=False`; the lessons print text, so they decode.
     """
+    url = url or redis_url()
+    if sentinel_url.is_sentinel_url(url):
+        return group_client(
+            sentinel_url.SentinelAddress.parse(url),
+            decode_responses=decode_responses,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=3.0,
+            connect_retries=retries,
+            single_connection=single_connection,
+        )
+    wanted = redis.connection.parse_url(url).get("connection_class", redis.Connection)  # TCP, TLS or a socket
     return redis.Redis.from_url(
-        url or redis_url(),
+        url,
         decode_responses=decode_responses,
         socket_timeout=socket_timeout,
         socket_connect_timeout=3.0,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
+        retry=no_resend(),
+        connection_class=reconnecting(wanted, retries),
         single_connection_client=single_connection,
     )
 
 
 def connect_async(url: str | None = None, *, retries: int = 2) -> redis.asyncio.Redis:
     """The `redis.asyncio` twin of `connect()` (text replies)."""
-    from redis.asyncio.retry import Retry as AsyncRetry
-
+    url = url or redis_url()
+    if sentinel_url.is_sentinel_url(url):
+        return group_client_async(
+            sentinel_url.SentinelAddress.parse(url),
+            socket_timeout=3.0,
+            socket_connect_timeout=3.0,
+            connect_retries=retries,
+        )
+    wanted = redis.asyncio.connection.parse_url(url).get("connection_class", redis.asyncio.Connection)
     return redis.asyncio.Redis.from_url(
-        url or redis_url(),
+        url,
         decode_responses=True,
         socket_timeout=3.0,
         socket_connect_timeout=3.0,
-        retry=AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
+        retry=no_resend_async(),
+        connection_class=reconnecting(wanted, retries),
     )
 
 
@@ -164,6 +193,8 @@ def url_of(client: redis.Redis) -> str:
     password and database, and every TLS setting it has (CA, client certificate and key, verification
     mode, host name check, …) so that the twin trusts what the client trusts. A TLS setting no URL can
     carry is a ValueError, never dropped (a twin without it would fail, or trust too much)."""
+    if group := group_of(client):  # a Sentinel group: its URL, so the twin follows failovers too
+        return group.url()
     pool = client.connection_pool
     kwargs = pool.connection_kwargs
     password = kwargs.get("password")

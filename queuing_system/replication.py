@@ -1,0 +1,79 @@
+"""Acknowledged means replicated: a write, then `WAIT <replicas> <timeout>` on the same connection.
+
+Sentinel alone loses acknowledged writes: an old primary that is still reachable keeps accepting
+writes for seconds after a replica was promoted, and a primary that dies takes with it what its
+replicas had not copied yet. A write is therefore reported as done only once every replica the
+group has confirmed it (`WAIT` answers how many did; WAIT is refused inside Lua, so it follows the
+write in the same pipeline: one round trip, the same connection, and no reconnect in between, which
+would make WAIT count the replicas of a connection that wrote nothing).
+
+With fewer confirmations than asked the write is Unconfirmed: it may still land or may be lost, so
+the caller must repeat it only in a form that is harmless twice (a job id, a reservation id the Lua
+step checks) or tell the user it could not be confirmed. With a plain redis:// URL nothing is asked
+and nothing is sent: no WAIT, no cost.
+
+Settings (read when a Confirmation is made for a client):
+  QUEUING_CONFIRM_REPLICAS    replicas that must confirm (0-64); default: with a redis+sentinel://
+                              URL, every replica the sentinels know for the group (down ones too);
+                              with a plain URL, 0
+  QUEUING_CONFIRM_TIMEOUT_MS  how long WAIT waits for them (10-60000, default 1000)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+
+from queuing_system.sentinel_client import group_of, known_replicas
+from queuing_system.settings import env_int
+
+DEFAULT_TIMEOUT_MS = 1000
+
+
+class Unconfirmed(redis.exceptions.ConnectionError):
+    """Fewer replicas confirmed a write than asked: its outcome is unknown (repeat it idempotently).
+    A ConnectionError, so every path that rides out an unreachable Redis (503 JSON, a creator's
+    retry of the same job ids, a processor's backoff) treats it the same way."""
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    replicas: int  # 0: nothing to wait for (a plain Redis)
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+
+    @classmethod
+    def for_client(cls, client: redis.Redis) -> Confirmation:
+        """What a write through `client` needs: the settings, else the group's replicas (one sentinel
+        query, so make it once per client, not per write)."""
+        timeout = env_int("QUEUING_CONFIRM_TIMEOUT_MS", DEFAULT_TIMEOUT_MS, 10, 60000)
+        if os.environ.get("QUEUING_CONFIRM_REPLICAS", "").strip():
+            return cls(env_int("QUEUING_CONFIRM_REPLICAS", 0, 0, 64), timeout)
+        if group_of(client) is None:
+            return cls(0, timeout)
+        return cls(max(1, known_replicas(client)), timeout)
+
+    def write(self, client: redis.Redis, commands: Callable[[Pipeline], object]) -> list[Any]:
+        """Run `commands(pipeline)` (queue the write on the pipeline), then WAIT, in one round trip on
+        one connection; the write's replies, or Unconfirmed. The write should be one step (a Lua
+        script, or commands each safe to repeat): a pipeline is not a transaction."""
+        with client.pipeline(transaction=False) as pipeline:
+            commands(pipeline)
+            if self.replicas:
+                pipeline.execute_command("WAIT", self.replicas, self.timeout_ms)
+            replies = pipeline.execute()
+        if self.replicas:
+            self.check(int(replies.pop()))
+        return replies
+
+    def check(self, confirmed: int) -> None:
+        """Unconfirmed unless `confirmed` (WAIT's answer) reaches what is asked."""
+        if confirmed < self.replicas:
+            raise Unconfirmed(
+                f"the write is not confirmed: {confirmed} of {self.replicas} replicas within {self.timeout_ms} ms "
+                "(a failover may be under way; it may or may not have been kept)"
+            )
