@@ -25,10 +25,11 @@ from importlib import import_module
 import redis
 
 from queuing_system.console import sigterm_as_interrupt
-from queuing_system.embedded import EmbeddedRedis, free_port, server_version
+from queuing_system.embedded import EmbeddedRedis, EmbeddedRedisError, free_port, server_version
 from queuing_system.http_requests import request_raw
 from queuing_system.keys import SCHOOL_CHANNEL
 from queuing_system.processes import ScriptProcess
+from queuing_system.settings import ConfigError
 
 JOBS_7 = import_module("7_job_creator").JOBS
 BLACKLISTED_7 = import_module("7_job_processor").BLACKLISTED_NUMBERS
@@ -376,3 +377,9 @@ if __name__ == "__main__":
         # Every child and the embedded Redis were stopped by their `with` blocks on the way out.
         print("\nTour interrupted.", file=sys.stderr)
         sys.exit(130)
+    except ConfigError as error:  # QUEUING_REDIS_SERVER names no program
+        print(error, file=sys.stderr)
+        sys.exit(2)
+    except EmbeddedRedisError as error:
+        print(f"Cannot start the tour's Redis: {error}", file=sys.stderr)
+        sys.exit(1)
