@@ -8,9 +8,7 @@ what every process prints, checks it against SPEC.md, and ends with a summary.
 The exit code is non-zero, naming the task and the line, if anything differed.
 """
 
-from __future__ import annotations  # noqa: I001 - the requirements check comes before the other imports
-
-import queuing_system.requirements  # noqa: F401 - first: one line on how to set up if they are missing
+from __future__ import annotations
 
 import argparse
 import os
@@ -21,6 +19,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import import_module
+
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 import redis
 
