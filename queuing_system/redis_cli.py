@@ -20,7 +20,10 @@ from queuing_system.settings import ConfigError, redis_url
 
 
 def find_redis_cli() -> str:
-    return installed("redis-cli", "valkey-cli") or bundled("valkey-cli")
+    try:
+        return installed("redis-cli", "valkey-cli") or bundled("valkey-cli")
+    except EmbeddedRedisError as error:  # a broken install: said in one line, like a bad setting
+        raise ConfigError(str(error)) from None
 
 
 def connection_arguments(url: str) -> list[str]:
@@ -43,9 +46,6 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as error:
         print(error, file=sys.stderr)
         sys.exit(2)
-    except EmbeddedRedisError as error:
-        print(error, file=sys.stderr)
-        sys.exit(1)
     os.execv(command[0], command)
 
 
