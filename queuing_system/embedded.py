@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from queuing_system.settings import ConfigError
 
@@ -97,7 +99,8 @@ def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 class EmbeddedRedis:
@@ -147,7 +150,7 @@ class EmbeddedRedis:
         return self
 
     def _wait_until_ready(self, timeout: float) -> None:
-        client = redis.Redis(host=self.host, port=self.port, socket_timeout=1, retry=None)
+        client = redis.Redis(host=self.host, port=self.port, socket_timeout=1, retry=Retry(NoBackoff(), 0))
         deadline = time.monotonic() + timeout
         try:
             while True:
