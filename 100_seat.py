@@ -9,9 +9,7 @@ Prints:  API available on localhost port 1245
 HOST and PORT say where it listens (127.0.0.1, 1245; PORT=0 picks a free port).
 """
 
-from __future__ import annotations  # noqa: I001 - the requirements check comes before the other imports
-
-import queuing_system.requirements  # noqa: F401 - first: one line on how to set up if they are missing
+from __future__ import annotations
 
 import argparse
 import contextlib
@@ -19,6 +17,10 @@ import sys
 import threading
 import time
 from typing import Any
+
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 import redis
 from flask import Flask, jsonify

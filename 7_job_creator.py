@@ -8,11 +8,13 @@ Prints:  Notification job created: <id>                 for each of the 11 jobs
 Beyond the curriculum: --jobs-file FILE (a JSON array), --attempts N, --delay SECONDS, --priority high|low.
 """
 
-import queuing_system.requirements  # noqa: F401, I001 - first: one line on how to set up if they are missing
-
 import argparse
 import json
 from typing import Any
+
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 from rq.job import Job
 

@@ -9,14 +9,16 @@ What was sold survives a restart; --reset puts the initial stock on sale again (
 after Redis lost what was sold, which the server notices and says, selling nothing meanwhile).
 """
 
-from __future__ import annotations  # noqa: I001 - the requirements check comes before the other imports
-
-import queuing_system.requirements  # noqa: F401 - first: one line on how to set up if they are missing
+from __future__ import annotations
 
 import argparse
 import sys
 import threading
 import time
+
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 import redis
 from flask import Flask, jsonify

@@ -226,6 +226,7 @@ LONG_RUNNING = [["5_subscriber.py"], ["-m", "queuing_system.monitor"]]
         (redis.exceptions.AuthenticationError("invalid username-password pair"), True),
         (redis.exceptions.InvalidResponse('Protocol error, got "H" as reply type byte'), True),
         (redis.exceptions.ResponseError("DB index is out of range"), True),
+        (redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"), False),  # there, answering
         (redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
         (redis.exceptions.ResponseError("Error running script (call to f_0123): oops"), False),
         (ValueError("DB index is out of range"), False),
