@@ -5,16 +5,21 @@
     python -m queuing_system.dashboard --host 0.0.0.0  reachable from other machines (think first: anyone
                                                        who reaches it can requeue and delete jobs)
 
-It is rq-dashboard (queues, their jobs by state, workers, job details), set up for
-these lessons: the Redis of REDIS_URL, RQ's JSON serializer and RQ_KEY_PREFIX, every
-lesson queue and its priority siblings listed from the start. Ours on top: each job's
-Kue-style progress (a bar, from its `meta`) and the reason a failed job failed, in the
-job lists; workers read with the JSON serializer (rq-dashboard 0.9.0 reads their current
-job as pickle); Redis being away said plainly (the pages come back by themselves when it
-is back), and only when it is; and safe to open in a browser that visits other sites
-(dashboard_guard.py: CSRF tokens, no change by GET, the Host checked; dashboard_pages.py:
-everything from Redis shown as text; no password on any page or line).
+It is rq-dashboard (queues, their jobs by state, workers, job details) for the Redis
+of REDIS_URL (and RQ_KEY_PREFIX), with every lesson queue listed from the start and
+each job's Kue-style progress and failure reason. It is safe to keep open while
+browsing: another site's page can change nothing and read nothing, what is in Redis
+is shown as text, and the Redis password is shown nowhere.
 """
+
+# How it is built, on top of rq-dashboard, each concern in its own module:
+# - dashboard_data.py: read with RQ's JSON serializer and RQ's classes (so RQ_KEY_PREFIX is followed), the
+#   progress and failure reason in the job lists, and what someone else wrote into Redis shown with its
+#   reason, never breaking a page, and never written to by a read;
+# - dashboard_guard.py: CSRF tokens, no change by GET, the Host header checked;
+# - dashboard_pages.py: rq-dashboard's templates with everything escaped, the banner while Redis is away;
+# - here: the app, Redis being away said plainly (the pages come back by themselves), URLs shown without
+#   their password, a warning when served beyond this machine.
 
 from __future__ import annotations
 
