@@ -345,3 +345,50 @@ def test_the_dashboards_own_buttons_work_in_a_browser(queued_and_failed, redis_u
         server.server_close()
     assert 'data-answer="200"' in dom
     assert queue.get_job_ids() == []
+
+
+def test_what_others_wrote_in_redis_never_breaks_a_page(redis_url, rq_connection) -> None:
+    """Issue 22: keys and jobs written by someone else (keys of another type, garbled jobs, a vanished job,
+    junk in RQ's set of queues) are shown with their reason, the rest as usual; no traceback, no write."""
+    queue = job_queue(QUEUE_7, rq_connection)
+    good = enqueue(queue, PROCESS_7, {"phoneNumber": "4153518743", "message": "fine"})
+    odd_meta = enqueue(queue, PROCESS_7, {"phoneNumber": "4153518743", "message": "meta is a list"})
+    rq_connection.hset(odd_meta.key, "meta", json.dumps([1, 2]))
+    garbled = enqueue(queue, PROCESS_7, {"phoneNumber": "4153518743", "message": "garbled"})
+    rq_connection.hset(garbled.key, "created_at", "not a date")
+    string_job = enqueue(queue, PROCESS_7, {"phoneNumber": "4153518743", "message": "a string"})
+    rq_connection.delete(string_job.key)
+    rq_connection.set(string_job.key, "not a hash")
+    rq_connection.rpush(queue.key, "999")  # a job that vanished
+    rq_connection.set("rq:queue:weird", "a string, not a list")
+    rq_connection.set("rq:failed:weird", "a string, not a sorted set")
+    rq_connection.sadd("rq:queues", "rq:queue:weird", "junk", b"rq:queue:\xff")
+    port = free_port()
+    with ScriptProcess("-m", ["queuing_system.dashboard", "--port", str(port)]) as server:
+        server.wait_for_line(f"Dashboard of {redis_url} at http://127.0.0.1:{port}/ (Ctrl+C stops it)")
+
+        def get(path: str) -> tuple[int, dict]:
+            status, body = http_get(port, path, f"127.0.0.1:{port}")
+            return status, json.loads(body)
+
+        status, queues = get("/0/data/queues.json")
+        rows = {row["name"]: row for row in queues["queues"]}
+        jobs = get(f"/0/data/jobs/{QUEUE_7}/queued/8/asc/1.json")
+        details = [get(f"/0/data/job/{job_id}.json") for job_id in (odd_meta.id, garbled.id, string_job.id, "999")]
+        pages = [
+            http_get(port, path, f"127.0.0.1:{port}")[0] for path in ("/", f"/0/view/jobs/{QUEUE_7}/queued/8/asc/1")
+        ]
+        server.signal(signal.SIGINT)
+        assert server.wait(10) == 0
+    assert status == 200 and rows[QUEUE_7]["count"] == 5 and rows["\ufffd"]["count"] == 0
+    weird = "weird (cannot be read: WRONGTYPE Operation against a key holding the wrong kind of value)"
+    assert (rows[weird]["count"], rows[weird]["failed_job_registry_count"]) == ("?", "?")
+    assert jobs[0] == 200 and [job["id"] for job in jobs[1]["jobs"]] == [good.id, odd_meta.id]
+    assert [status for status, _ in details] == [200, 500, 500, 404]
+    assert details[1][1]["status"].startswith("Unreadable job: time data 'not a date'")
+    assert details[2][1] == {
+        "status": "Unreadable job: WRONGTYPE Operation against a key holding the wrong kind of value"
+    }
+    assert pages == [200, 200]
+    assert queue.get_job_ids() == [good.id, odd_meta.id, garbled.id, string_job.id, "999"]  # reading wrote nothing
+    assert server.stderr == "" and server.lines[1:] == []
