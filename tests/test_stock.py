@@ -369,3 +369,23 @@ def test_redis_refusing_writes_is_a_json_503_then_it_sells_again(own_redis, kind
     assert [line.startswith(f"Redis refused the request: {said}") for line in server.lines[1:]] == [True]
     assert held(redis.Redis.from_url(own_redis.url, decode_responses=True), 2) == (1, 1, 0)
     assert server.stderr == ""
+
+
+@pytest.mark.parametrize("script", ["9_stock.py", "100_seat.py"])
+def test_started_while_redis_is_read_only_it_serves_503_then_sells(own_redis, script) -> None:
+    port = free_port()
+    path = "/reserve_product/2" if script == "9_stock.py" else "/reserve_seat"
+    with ScriptProcess(script, env={"REDIS_URL": own_redis.url, "PORT": str(port)}) as server:
+        with refusing(own_redis.url, "readonly", closed_port=free_port()):
+            server.wait_for_line(f"API available on localhost port {port}")
+            assert request(port, path) == (
+                503,
+                "application/json",
+                {"status": "Redis refused the request: read-only (a replica), try again shortly"},
+            )
+        assert request(port, path)[0] == 200
+        server.stop()
+    assert server.lines[1] == f"API available on localhost port {port}"
+    assert len(server.lines) == 3  # at launch, then for the request
+    assert all(line.startswith("Redis refused the request: READONLY ") for line in server.lines[::2])
+    assert server.stderr == ""
