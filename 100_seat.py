@@ -208,6 +208,8 @@ def create_app(client: redis.Redis | None = None, *, verbose: bool = False, init
         first_contact()  # at launch, as the curriculum says; if Redis is away, at the first request it is back
     except REDIS_DOWN as error:
         not_connected(error)
+    except ResponseError as error:  # out of memory, read-only, …: likewise
+        say(f"Redis refused the request: {said(error)}")
 
     @app.get("/available_seats")
     def available_seats():

@@ -22,12 +22,13 @@ import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one 
 
 import redis
 from flask import Flask, jsonify
+from redis.exceptions import ResponseError
 
 from queuing_system.console import REDIS_DOWN, arguments, backoff, not_connected, run_lesson, say
 from queuing_system.serving import add_server_options, run_server
 from queuing_system.settings import connect
 from queuing_system.stock import Outcome, StockReservations
-from queuing_system.web import PerThreadClient, idempotent, json_app, parse_id
+from queuing_system.web import PerThreadClient, idempotent, json_app, parse_id, said
 
 LIST_PRODUCTS = [
     {"itemId": 1, "itemName": "Suitcase 250", "price": 50, "initialAvailableQuantity": 4},
@@ -88,6 +89,8 @@ def create_app(client: redis.Redis | None = None, *, initialised: bool = False) 
         first_contact()  # at launch, as the curriculum says; if Redis is away, at the first request it is back
     except REDIS_DOWN as error:
         not_connected(error)
+    except ResponseError as error:  # out of memory, read-only, …: likewise
+        say(f"Redis refused the request: {said(error)}")
 
     @app.get("/list_products")
     def list_products():
@@ -141,7 +144,9 @@ def prepare_stock(reset: bool) -> None:
             return
         except REDIS_DOWN as error:
             not_connected(error)
-            time.sleep(delay)
+        except ResponseError as error:  # out of memory, read-only, …: wait until it accepts writes again
+            say(f"Redis refused the request: {said(error)}")
+        time.sleep(delay)
 
 
 def options(parser: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 from flask import Flask, Response, jsonify, request
@@ -30,7 +30,7 @@ from flask.json.provider import DefaultJSONProvider
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, ResponseError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from queuing_system.console import REDIS_DOWN, clean, not_connected, say
 from queuing_system.settings import connect, env_int
@@ -58,7 +58,7 @@ class _BoundedPool(redis.BlockingConnectionPool):
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().get_connection(*args, **kwargs)
+            return super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
         except RedisConnectionError as error:
             if str(error) == "No connection available.":  # redis-py's words for a wait that timed out
                 raise ServerBusyError("every Redis connection of this server is in use") from None
@@ -122,7 +122,7 @@ def server_client(url: str | None = None, *, decode_responses: bool = True) -> r
     """A client for a server process: one connection per request thread (so none waits for one),
     at most a few more; past that a request waits CONNECTION_WAIT seconds, then is answered busy."""
     base = connect(url, decode_responses=decode_responses, retries=0)
-    pool = _BoundedPool(
+    pool = _BoundedPool(  # type: ignore[no-untyped-call]
         max_connections=request_threads() + 4,
         timeout=CONNECTION_WAIT,
         connection_class=base.connection_pool.connection_class,
@@ -163,7 +163,8 @@ class PerThreadClient:
         return getattr(self._client(), name)
 
     def register_script(self, script: str) -> Script:
-        return Script(self, script)  # run on the calling thread's client, not the registering one's
+        # Run on the calling thread's client, not the registering one's (a PerThreadClient acts as a Redis).
+        return Script(self, script)  # type: ignore[arg-type]
 
 
 class ExpressJSON(DefaultJSONProvider):
@@ -175,11 +176,11 @@ class ExpressJSON(DefaultJSONProvider):
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
         body = self.dumps(self._prepare_response_obj(args, kwargs), separators=(",", ":"))
-        return self._app.response_class(body, mimetype=self.mimetype)
+        return cast(Response, self._app.response_class(body, mimetype=self.mimetype))  # a Flask app's class
 
 
 def _answer(status: str, code: int, **headers: str) -> Response:
-    response = jsonify(status=status)
+    response: Response = jsonify(status=status)
     response.status_code = code
     response.headers.update(headers)
     return response
@@ -199,27 +200,27 @@ def json_app(name: str) -> Flask:
         return response
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):
+    def http_error(error: HTTPException) -> Response:
         response = _answer(error.name, error.code or 500)
-        if error.code == 405 and error.valid_methods:
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
 
     @app.errorhandler(ServerBusyError)
-    def busy(error: ServerBusyError):
+    def busy(error: ServerBusyError) -> Response:
         return _answer("Server busy, try again shortly", 503, **{"Retry-After": "1"})
 
     @app.errorhandler(REDIS_DOWN[0])
     @app.errorhandler(REDIS_DOWN[1])
     @app.errorhandler(InvalidResponse)  # what answers on that port does not speak Redis
-    def redis_down(error: Exception):
+    def redis_down(error: Exception) -> Response:
         not_connected(error)
         return _answer("Redis unavailable, try again shortly", 503, **{"Retry-After": "1"})
 
     last_said: dict[str, float] = {}
 
     @app.errorhandler(ResponseError)
-    def redis_refused(error: ResponseError):
+    def redis_refused(error: ResponseError) -> Response:
         code, now = refusal_code(error), time.monotonic()
         if now - last_said.get(code, -10.0) >= 1.0:  # one line a second at most, however many requests
             last_said[code] = now
@@ -227,7 +228,7 @@ def json_app(name: str) -> Flask:
         return _answer(f"Redis refused the request: {refusal(error)}, try again shortly", 503, **{"Retry-After": "1"})
 
     @app.errorhandler(Exception)
-    def unexpected(error: Exception):
+    def unexpected(error: Exception) -> Response:
         app.logger.error("unexpected error: %s: %s", type(error).__name__, error)
         return _answer("Internal Server Error", 500)
 
