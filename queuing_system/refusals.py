@@ -6,6 +6,7 @@ and a user is told what Redis said, not that the connection was lost.
 
 from __future__ import annotations
 
+import re
 import sys
 
 from redis.exceptions import (
@@ -33,14 +34,19 @@ _REFUSAL_CODES = {
 _UNCLASSED_REFUSALS = ("BUSY ", "NOREPLICAS ", "MASTERDOWN ", "LOADING ", "READONLY ", "OOM ")
 
 
+# redis-py prefixes an error inside a pipeline with the command that caused it.
+_PIPELINE_NOTE = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.DOTALL)
+
+
 def refusal(error: BaseException) -> str | None:
     """What Redis said, when `error` is Redis refusing a write for now (out of memory, busy running a
     script, read-only, loading…); None for anything else."""
+    said = _PIPELINE_NOTE.sub("", str(error))
     for kind, code in _REFUSAL_CODES.items():
         if isinstance(error, kind):
-            return f"{code} {error}"
-    if isinstance(error, ResponseError) and str(error).startswith(_UNCLASSED_REFUSALS):
-        return str(error)
+            return f"{code} {said}"
+    if isinstance(error, ResponseError) and said.startswith(_UNCLASSED_REFUSALS):
+        return said
     return None
 
 
