@@ -146,6 +146,7 @@ def enqueue(
     *,
     on_success: str = ON_SUCCESS,
     on_failure: str = ON_FAILURE,
+    token: str | None = None,
 ) -> Job:
     """Put a job for `function` (a name a processor offers) on `queue`, `data` its argument.
 
@@ -153,10 +154,13 @@ def enqueue(
     delay it waits in the scheduled registry. The callbacks default to the
     Kue-style event channel (`queuing_system.events`). One attempt: a Redis error
     reaches the caller (redis-py's own retries of the steps are safe: they never write twice).
+    A caller that may call again after an unknown outcome passes the same `token` (one per job
+    it means to create, e.g. `new_token()` per request): the repeat returns the job the first
+    call created, with the same id, and writes nothing.
     """
     settings = settings or JobSettings()
     queue = queue_for_priority(queue, settings.priority)
-    [job] = _Batch(queue, function, settings, on_success, on_failure, new_token()).write([data])
+    [job] = _Batch(queue, function, settings, on_success, on_failure, token or new_token()).write([data])
     return job
 
 

@@ -50,11 +50,11 @@ def refusal(error: BaseException) -> str | None:
     return None
 
 
-def say_why_not_yet(error: BaseException) -> None:
+def say_why_not_yet(error: BaseException, refused: str = "the write") -> None:
     """A failed attempt: what Redis refused (on stderr: it is not a lost connection), or the
     not-connected line (on stdout, as the original prints it)."""
     said = refusal(error)
     if said is None:
         not_connected(error)
     else:
-        print(f"Redis refused the write: {said}", file=sys.stderr, flush=True)
+        print(f"Redis refused {refused}: {said}", file=sys.stderr, flush=True)

@@ -136,3 +136,16 @@ def test_a_redis_that_forgot_the_scripts_is_taught_them_again(rq_connection) -> 
     rq_connection.script_flush()
     assert [job.id for job in enqueue_many(queue, RECORD, [{"n": 2}])] == ["2"]
     assert queue.job_ids == ["1", "2"]
+
+
+def test_an_enqueue_repeated_with_its_token_creates_one_job(rq_connection) -> None:
+    """What a server does when it retries an enqueue whose reply was lost."""
+    from queuing_system.enqueue import enqueue, new_token
+
+    queue = job_queue(QUEUE_7, rq_connection)
+    token = new_token()
+    first = enqueue(queue, RECORD, {"n": 1}, token=token)
+    again = enqueue(queue, RECORD, {"n": 1}, token=token)
+    other = enqueue(queue, RECORD, {"n": 2})
+    assert (first.id, again.id, other.id) == ("1", "1", "2")
+    assert queue.job_ids == ["1", "2"]

@@ -164,3 +164,34 @@ def refusals_of(url: str, code: str) -> int:
         return 0  # busy: try again
     finally:
         client.close()
+
+
+def test_a_creator_started_while_redis_is_busy_waits_until_it_is_not(own_redis) -> None:
+    import threading
+
+    direct = redis.Redis.from_url(own_redis.url)
+    direct.config_set("lua-time-limit", 100)
+    threading.Thread(target=lambda: redis.Redis.from_url(own_redis.url).eval(BUSY_SCRIPT, 0, 3)).start()
+    eventually(lambda: busy(own_redis.url))
+    with ScriptProcess("6_job_creator.py", env={"REDIS_URL": own_redis.url}) as creator:
+        creator.wait_for_line("Notification job created: 1", timeout=30)
+        creator.signal()
+        assert creator.wait() == 0
+    assert creator.lines == ["Notification job created: 1"]
+    complaints = creator.stderr.splitlines()
+    assert complaints and all(
+        line.startswith("Redis refused the connection: BUSY Redis is busy running a script.") for line in complaints
+    )
+    assert job_queue("push_notification_code", direct).job_ids == ["1"]
+    direct.close()
+
+
+def busy(url: str) -> bool:
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+        return False
+    except redis.exceptions.ResponseError as error:
+        return str(error).startswith("BUSY")
+    finally:
+        client.close()
