@@ -80,7 +80,7 @@ def test_a_reservation_repeated_reserves_nothing_new(rq_connection) -> None:
     assert Reserve(JOB_ID_COUNTER, record, "0.0", 500).run(rq_connection)[::499] == ["1", "500"]
     assert Reserve(JOB_ID_COUNTER, record, "1.0", 2).run(rq_connection) == ["501", "502"]
     assert rq_connection.get(JOB_ID_COUNTER) == b"502"
-    assert 0 < rq_connection.ttl(record) <= 24 * 3600
+    assert 0 < rq_connection.ttl(record) <= 600  # long enough for a retry, not to clutter Redis
 
 
 def test_ids_are_reserved_per_chunk(rq_connection) -> None:
