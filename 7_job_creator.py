@@ -24,9 +24,9 @@ from queuing_system.creator_options import (
     add_job_options,
     create_or_explain,
     job_settings,
+    listen_for_events,
     not_started_hint,
 )
-from queuing_system.events import JobEvents
 from queuing_system.job_settings import JobSettings
 from queuing_system.keys import PROCESS_7, QUEUE_7
 from queuing_system.notifications import first_invalid, follow_notification_job
@@ -50,11 +50,10 @@ JOBS = [
 
 def create_jobs(jobs: list[dict[str, Any]], settings: JobSettings) -> None:
     connection = queue_connection()
-    connection.ping()
     queue = job_queue(QUEUE_7, connection)
 
     # Listen first, then enqueue: no event can slip by.
-    with JobEvents(connection, serializer=queue.serializer) as events:
+    with listen_for_events(connection, queue.serializer) as events:
 
         def created(job: Job) -> None:
             say(f"Notification job created: {job.id}")

@@ -6,6 +6,7 @@ and a user is told what Redis said, not that the connection was lost.
 
 from __future__ import annotations
 
+import re
 import sys
 
 from redis.exceptions import (
@@ -33,22 +34,27 @@ _REFUSAL_CODES = {
 _UNCLASSED_REFUSALS = ("BUSY ", "NOREPLICAS ", "MASTERDOWN ", "LOADING ", "READONLY ", "OOM ")
 
 
+# redis-py prefixes an error inside a pipeline with the command that caused it.
+_PIPELINE_NOTE = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.DOTALL)
+
+
 def refusal(error: BaseException) -> str | None:
     """What Redis said, when `error` is Redis refusing a write for now (out of memory, busy running a
     script, read-only, loading…); None for anything else."""
+    said = _PIPELINE_NOTE.sub("", str(error))
     for kind, code in _REFUSAL_CODES.items():
         if isinstance(error, kind):
-            return f"{code} {error}"
-    if isinstance(error, ResponseError) and str(error).startswith(_UNCLASSED_REFUSALS):
-        return str(error)
+            return f"{code} {said}"
+    if isinstance(error, ResponseError) and said.startswith(_UNCLASSED_REFUSALS):
+        return said
     return None
 
 
-def say_why_not_yet(error: BaseException) -> None:
+def say_why_not_yet(error: BaseException, refused: str = "the write") -> None:
     """A failed attempt: what Redis refused (on stderr: it is not a lost connection), or the
     not-connected line (on stdout, as the original prints it)."""
     said = refusal(error)
     if said is None:
         not_connected(error)
     else:
-        print(f"Redis refused the write: {said}", file=sys.stderr, flush=True)
+        print(f"Redis refused {refused}: {said}", file=sys.stderr, flush=True)
