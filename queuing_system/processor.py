@@ -73,12 +73,14 @@ from types import FrameType
 from typing import Any
 
 import redis
+from redis.exceptions import ResponseError
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty, UnixSignalDeathPenalty
 from rq.worker import BaseWorker
 
 from queuing_system import keys
+from queuing_system.bad_data import BadKeys, bad_seconds_field, wrong_types
 from queuing_system.job_run import EVENT_CALLBACKS, JobRun, Offer, OfferedJob, now
 from queuing_system.jobs import queues_by_priority
 from queuing_system.ordered_connection import OrderedConnection
@@ -150,6 +152,7 @@ class Processor:
         self.offer = Offer(functions, dict(EVENT_CALLBACKS if callbacks is None else callbacks))
         self.line = OrderedConnection(connection)
         self.records = RqRecords(self.rq_worker, self.line, self.offer, self.settings.lease)
+        self.bad_keys = BadKeys()
         # RQ's scheduler, driven from our loop (no subprocess); named after us, so a sweep can free
         # the locks of a dead worker's scheduler.
         scheduler = RQScheduler(
@@ -159,7 +162,7 @@ class Processor:
             name=self.name,
             logging_level=logging.getLogger("rq").level or logging.ERROR,
         )
-        self.upkeep = Upkeep(self.records, scheduler, self.settings.maintenance_interval)
+        self.upkeep = Upkeep(self.records, scheduler, self.settings.maintenance_interval, self.bad_keys)
         self._pristine_job = OfferedJob(connection=connection, serializer=JSONSerializer)
         self._registered = False
         self.state = LoopState()
@@ -174,6 +177,7 @@ class Processor:
             connection,
             self.name,
             self.state,
+            self.bad_keys,
             lease=self.settings.lease,
             hold_limit=self.settings.hold_limit,
             on_orphaned=self.request_stop_from_thread if watch_parent else None,
@@ -228,7 +232,8 @@ class Processor:
         self._steward.stop()
         with contextlib.suppress(*REDIS_FAULTS):
             GiveBack(self.name).run(self.line.call)
-            self.connection.srem(keys.CLAIMERS, self.name)
+            with contextlib.suppress(ResponseError):  # a claimers key of the wrong type (said already)
+                self.connection.srem(keys.CLAIMERS, self.name)
             self.upkeep.leave()
             self.rq_worker.register_death()
         self.line.reset()
@@ -237,8 +242,7 @@ class Processor:
     def register(self) -> None:
         """Register as RQ does (the worker key is our lease), and as a holder of claims; again after
         our key expired (a long outage, or we were frozen)."""
-        self.rq_worker.register_birth()
-        self.connection.sadd(keys.CLAIMERS, self.name)
+        self.records.register(self.bad_keys)
         self._registered = True
 
     # -- 1 + 2 + 3: one round trip settles the last job, claims if needed, starts the next -------------
@@ -274,29 +278,35 @@ class Processor:
             log.warning(
                 "Worker %s: job %s was taken over by a sweep (this worker was presumed dead)", self.name, run.job.id
             )
+        self.bad_keys.report(reply.problems)
         started = reply.started
         if started is None:
             return None, None
         job = copy.copy(self._pristine_job)  # RQ's Job() checks its serializer against a slow Protocol
         job.id, job.webhooks = started.job_id, []
+        reason = bad_seconds_field(started.fields)
         try:
-            job.restore(started.fields)
+            if reason is None:
+                job.restore(started.fields)
         except Exception as error:  # a hash written by someone else, in a form RQ cannot read
-            self.records.fail_unreadable(job.id, started.execution_id, error)
+            reason = f"{type(error).__name__}: {error}"
+        if reason is not None:
+            self.records.fail_unreadable(job.id, started.execution_id, reason)
             return None, None
         job.started_at = job.started_at or moment
         return None, JobRun(job=job, execution_id=started.execution_id, started_at=job.started_at)
 
     def _wait_for_jobs(self) -> None:
         """Block until a job lands on the main queue (moved straight into our claims), or idle_wait passes."""
-        self.line.call(
-            "BLMOVE",
-            RQ.queue(self.base_queue),
-            keys.claimed_key(self.name),
-            "LEFT",
-            "RIGHT",
-            self.settings.idle_wait,
-        )
+        queue, claimed = RQ.queue(self.base_queue), keys.claimed_key(self.name)
+        try:
+            self.line.call("BLMOVE", queue, claimed, "LEFT", "RIGHT", self.settings.idle_wait)
+        except ResponseError:
+            problems = wrong_types(self.connection, {queue: "list", claimed: "list"})
+            if not problems:
+                raise
+            self.bad_keys.report(problems)  # the main queue (or our claims) has the wrong type: look again later
+            self.state.stop_event.wait(self.settings.idle_wait)
 
     # -- stopping --------------------------------------------------------------------------------
 

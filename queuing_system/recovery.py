@@ -3,10 +3,13 @@ registry sweeps). Any live processor does this for every other: a dead worker ca
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import cast
 
+from redis.exceptions import ResponseError
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -16,6 +19,7 @@ from rq.utils import as_text, parse_composite_key
 from rq.worker_registration import clean_worker_registry
 
 from queuing_system import events, keys
+from queuing_system.bad_data import BadKeys, wrong_types
 from queuing_system.job_run import JobRun, now, quietly
 from queuing_system.rq_keys import RQ
 from queuing_system.rq_records import RqRecords
@@ -24,7 +28,7 @@ from queuing_system.steps import Recover
 log = logging.getLogger("rq.worker")
 
 
-def recover(records: RqRecords) -> None:
+def recover(records: RqRecords, bad_keys: BadKeys) -> None:
     """Give back the claims of dead workers, and end the jobs they were running, through RQ.
 
     Also ends jobs RQ's started registry has given up on (a worker that died
@@ -32,7 +36,9 @@ def recover(records: RqRecords) -> None:
     sweep would announce such a job before storing its failure; this stores first.
     """
     queue_names = records.rq_worker.queue_names()
-    for dead in Recover(queue_names).run(records.line.call):
+    found_dead, problems = Recover(queue_names).run(records.line.call)
+    bad_keys.report(problems)
+    for dead in found_dead:
         log.warning("Worker %s: recovered the claims of dead worker %s", records.name, dead.worker)
         if dead.running:
             end_abandoned(records, dead.running)
@@ -72,6 +78,18 @@ def end_abandoned(records: RqRecords, execution_ref: str) -> None:
         events.publish_event(connection, job.id, events.failed_event(job), events.ABANDONED_MESSAGE)
 
 
+def _registry_types(name: str) -> dict[str, str]:
+    """The keys RQ's sweeps of queue `name` touch, with their types."""
+    return {
+        RQ.finished(name): "zset",
+        RQ.failed(name): "zset",
+        RQ.deferred(name): "zset",
+        RQ.wip(name): "zset",
+        RQ.workers_of(name): "set",
+        RQ.queue(name): "list",
+    }
+
+
 def clean_registries(queue: Queue) -> None:
     """RQ's clean_registries, minus the started registry: `recover` ends abandoned jobs,
     storing each failure before announcing it (RQ's sweep runs the callback first)."""
@@ -86,32 +104,49 @@ class Upkeep:
     """What a worker does between jobs when due: RQ's scheduler every second (when it holds the
     locks), and every `interval` seconds the recovery sweep and RQ's registry sweeps."""
 
-    def __init__(self, records: RqRecords, scheduler: RQScheduler, interval: float) -> None:
-        self.records, self.scheduler, self.interval = records, scheduler, interval
+    def __init__(self, records: RqRecords, scheduler: RQScheduler, interval: float, bad_keys: BadKeys) -> None:
+        self.records, self.scheduler, self.interval, self.bad_keys = records, scheduler, interval, bad_keys
         self._last_maintenance = 0.0
         self._last_scheduling = 0.0
 
     def when_due(self) -> None:
         moment = time.monotonic()
+        queues = self.records.rq_worker.queues
         if moment - self._last_scheduling >= 1.0:
             self._last_scheduling = moment
             if self.scheduler.acquired_locks:
-                self.scheduler.heartbeat()
-                self.scheduler.enqueue_scheduled_jobs()
+                self._surviving(self._schedule, {RQ.queue(q.name): "list" for q in queues})
         if moment - self._last_maintenance < self.interval:
             return
         self._last_maintenance = moment
-        recover(self.records)
+        self._surviving(lambda: recover(self.records, self.bad_keys), {keys.CLAIMERS: "set"})
+        for queue in queues:
+            self._surviving(functools.partial(self._sweep, queue), _registry_types(queue.name))
+        self._surviving(self.records.rq_worker.clean_group_registries, {})
+
+    def _schedule(self) -> None:
+        self.scheduler.heartbeat()
+        self.scheduler.enqueue_scheduled_jobs()
+
+    def _sweep(self, queue: Queue) -> None:
         if not self.scheduler.acquired_locks and self.scheduler.acquire_locks():
             self.scheduler.register_birth()
-        rq_worker = self.records.rq_worker
-        for queue in rq_worker.queues:
-            if queue.acquire_maintenance_lock():
-                try:
-                    clean_registries(queue)
-                finally:
-                    queue.release_maintenance_lock()
-        rq_worker.clean_group_registries()
+        if queue.acquire_maintenance_lock():
+            try:
+                clean_registries(queue)
+            finally:
+                queue.release_maintenance_lock()
+
+    def _surviving(self, task: Callable[[], object], keys_used: dict[str, str]) -> None:
+        """Run one piece of upkeep; a key of the wrong type among `keys_used` is named and the rest of
+        the upkeep goes on (the loop with it). Other errors are the loop's to say and ride out."""
+        try:
+            task()
+        except ResponseError:
+            problems = wrong_types(self.records.connection, keys_used)
+            if not problems:
+                raise
+            self.bad_keys.report(problems)
 
     def leave(self) -> None:
         """Free the scheduler's locks (Redis may be away: the caller suppresses that)."""

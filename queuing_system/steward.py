@@ -11,6 +11,7 @@ from collections.abc import Callable
 import redis
 from redis.exceptions import RedisError
 
+from queuing_system.bad_data import BadKeys
 from queuing_system.steps import GiveBack, KeepAlive
 
 
@@ -74,6 +75,7 @@ class Steward(threading.Thread):
         connection: redis.Redis,
         worker: str,
         state: LoopState,
+        bad_keys: BadKeys,
         *,
         lease: int,
         hold_limit: float,
@@ -81,7 +83,7 @@ class Steward(threading.Thread):
     ) -> None:
         super().__init__(name=f"steward-{worker[:8]}", daemon=True)
         self._connection = connection  # the pool client: the loop's ordered connection is its own
-        self._worker, self._state = worker, state
+        self._worker, self._state, self._bad_keys = worker, state, bad_keys
         self._lease, self._hold_limit = lease, hold_limit
         self._on_orphaned = on_orphaned
         self._parent_pid = os.getppid()
@@ -111,7 +113,8 @@ class Steward(threading.Thread):
     def _look_after(self) -> None:
         execute = self._connection.execute_command
         if self._state.should_give_back(self._hold_limit):
-            GiveBack(self._worker).run(execute)
+            _, problems = GiveBack(self._worker).run(execute)
+            self._bad_keys.report(problems)
         now = time.monotonic()
         if self._state.may_still_run(self._lease) and now - self._last_keep_alive >= self._lease / 3:
             self._last_keep_alive = now
