@@ -14,8 +14,8 @@ and nothing is sent: no WAIT, no cost.
 
 Settings (read when a Confirmation is made for a client):
   QUEUING_CONFIRM_REPLICAS    replicas that must confirm (0-64); default: with a redis+sentinel://
-                              URL, every replica the sentinels know for the group (down ones too);
-                              with a plain URL, 0
+                              URL, the replicas in sync with the primary as Sentinel reports them,
+                              at least one (sentinel_client.ReplicaCount); with a plain URL, 0
   QUEUING_CONFIRM_TIMEOUT_MS  how long WAIT waits for them (10-60000, default 1000)
 """
 
@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 from redis.client import Pipeline
 
-from queuing_system.sentinel_client import group_of, known_replicas
+from queuing_system.sentinel_client import group_of, replicas_to_confirm
 from queuing_system.settings import env_int
 
 DEFAULT_TIMEOUT_MS = 1000
@@ -41,39 +40,50 @@ class Unconfirmed(redis.exceptions.ConnectionError):
     retry of the same job ids, a processor's backoff) treats it the same way."""
 
 
-@dataclass(frozen=True)
 class Confirmation:
-    replicas: int  # 0: nothing to wait for (a plain Redis)
-    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    """What a write must wait for: `replicas` (a number, or asked anew for each write) within `timeout_ms`."""
+
+    def __init__(self, replicas: int | Callable[[], int] = 0, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> None:
+        self._replicas = replicas
+        self.timeout_ms = timeout_ms
+
+    def __repr__(self) -> str:
+        return f"Confirmation(replicas={self._replicas!r}, timeout_ms={self.timeout_ms})"
 
     @classmethod
     def for_client(cls, client: redis.Redis) -> Confirmation:
-        """What a write through `client` needs: the settings, else the group's replicas (one sentinel
-        query, so make it once per client, not per write)."""
+        """What a write through `client` needs: QUEUING_CONFIRM_REPLICAS if set; else, on a Sentinel
+        group, the replicas in sync with the primary as Sentinel reports them now (see
+        sentinel_client.ReplicaCount: asked at most once a second); on a plain Redis, nothing."""
         timeout = env_int("QUEUING_CONFIRM_TIMEOUT_MS", DEFAULT_TIMEOUT_MS, 10, 60000)
         if os.environ.get("QUEUING_CONFIRM_REPLICAS", "").strip():
             return cls(env_int("QUEUING_CONFIRM_REPLICAS", 0, 0, 64), timeout)
         if group_of(client) is None:
             return cls(0, timeout)
-        return cls(max(1, known_replicas(client)), timeout)
+        return cls(lambda: replicas_to_confirm(client), timeout)
+
+    def needed(self) -> int:
+        """Replicas that must confirm a write made now (0: no WAIT is sent)."""
+        return self._replicas() if callable(self._replicas) else self._replicas
 
     def write(self, client: redis.Redis, commands: Callable[[Pipeline], object]) -> list[Any]:
         """Run `commands(pipeline)` (queue the write on the pipeline), then WAIT, in one round trip on
         one connection; the write's replies, or Unconfirmed. The write should be one step (a Lua
         script, or commands each safe to repeat): a pipeline is not a transaction."""
+        needed = self.needed()  # before the write: counted for the primary it will go to (or older: more)
         with client.pipeline(transaction=False) as pipeline:
             commands(pipeline)
-            if self.replicas:
-                pipeline.execute_command("WAIT", self.replicas, self.timeout_ms)
+            if needed:
+                pipeline.execute_command("WAIT", needed, self.timeout_ms)
             replies = pipeline.execute()
-        if self.replicas:
-            self.check(int(replies.pop()))
+        if needed:
+            self.check(int(replies.pop()), needed)
         return replies
 
-    def check(self, confirmed: int) -> None:
-        """Unconfirmed unless `confirmed` (WAIT's answer) reaches what is asked."""
-        if confirmed < self.replicas:
+    def check(self, confirmed: int, needed: int) -> None:
+        """Unconfirmed unless `confirmed` (WAIT's answer) reaches `needed`."""
+        if confirmed < needed:
             raise Unconfirmed(
-                f"the write is not confirmed: {confirmed} of {self.replicas} replicas within {self.timeout_ms} ms "
+                f"the write is not confirmed: {confirmed} of {needed} replicas within {self.timeout_ms} ms "
                 "(a failover may be under way; it may or may not have been kept)"
             )

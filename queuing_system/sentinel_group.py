@@ -65,6 +65,9 @@ class SentinelGroup:
         primary = self.servers[0]
         for node in self.servers:
             lines = [f"port {node.port}", f"bind {HOST}", 'save ""', "appendonly no", f"dir {self.dir}"]
+            # A demoted or restarted primary needs a full resync before WAIT can count it again; Redis 7
+            # waits 5 s by default before starting one (for more replicas to share it): start at once.
+            lines.append("repl-diskless-sync-delay 0")
             lines += [f"logfile {self.dir / node.name}.log", f"dbfilename {node.name}.rdb"]
             if node is not primary:
                 lines.append(f"replicaof {HOST} {primary.port}")
