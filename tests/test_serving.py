@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
@@ -203,7 +204,7 @@ def test_long_uris_and_headers_get_json_from_the_development_server(redis_url) -
         assert request_raw(port, "/list_products/" + "9" * 100_000) == (
             414,
             "application/json",
-            '{"status":"Request-URI Too Long"}',
+            '{"status":"URI Too Long"}',  # our phrase, the same on every Python (3.13 renamed http.server's)
         )
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         connection.putrequest("GET", "/list_products")
@@ -213,17 +214,103 @@ def test_long_uris_and_headers_get_json_from_the_development_server(redis_url) -
         assert (response.status, response.getheader("Content-Type"), response.read()) == (
             431,
             "application/json",
-            b'{"status":"Line too long"}',
+            b'{"status":"Request Header Fields Too Large"}',
         )
         server.stop()
+    assert server.lines == [f"API available on localhost port {port}"]  # no `code 414, …` without --verbose
+    assert server.stderr == ""
 
 
-def test_granian_answers_a_long_uri_before_flask_sees_it(redis_url) -> None:
-    """The documented exception to "every answer JSON": granian answers 414 itself, with no body."""
+def raw_exchange(port: int, raw: bytes) -> tuple[str, str, bytes]:
+    """(status, Content-Type, body) of what the server answers to `raw` bytes (its whole answer:
+    up to its Content-Length, or until it closes)."""
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(raw)
+        with contextlib.suppress(ConnectionResetError):
+            while (chunk := client.recv(65536)) and not _whole(data := data + chunk):
+                pass
+    if not data.startswith(b"HTTP/"):  # an HTTP/0.9-style answer: the body alone
+        return "", "", data
+    head, _, body = data.partition(b"\r\n\r\n")
+    headers = dict(_header(line) for line in head.decode("latin-1").split("\r\n")[1:])
+    return head.split()[1].decode(), headers.get("content-type", ""), body
+
+
+def _header(line: str) -> tuple[str, str]:
+    name, _, value = line.partition(":")
+    return name.strip().lower(), value.strip()
+
+
+def _whole(data: bytes) -> bool:
+    head, blank, body = data.partition(b"\r\n\r\n")
+    if not blank or not data.startswith(b"HTTP/"):
+        return False
+    headers = dict(_header(line) for line in head.decode("latin-1").split("\r\n")[1:])
+    return len(body) >= int(headers.get("content-length", "-1"))
+
+
+MALFORMED = {
+    "garbage": b"\x16\x03\x01garbage\r\n\r\n",
+    "HTTP/0.9": b"GET /list_products\r\n\r\n",
+    "bad version": b"GET /list_products HTTP/9.9\r\nHost: x\r\n\r\n",
+    "bad UTF-8 path": b"GET /list_products/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+    "NUL in path": b"GET /list_\x00products HTTP/1.1\r\nHost: x\r\n\r\n",
+    "header without colon": b"GET /list_products HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n",
+    "space before colon": b"GET /list_products HTTP/1.1\r\nHost : x\r\n\r\n",
+    "folded header": b"GET /list_products HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+    "control character in method": b"G\x01T /list_products HTTP/1.1\r\nHost: x\r\n\r\n",
+    "negative Content-Length": b"POST /list_products HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    "huge Content-Length": b"POST /list_products HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+    "two Content-Lengths": b"POST /list_products HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    "200 headers": b"GET /list_products HTTP/1.1\r\nHost: x\r\n"
+    + b"".join(b"X-%d: v\r\n" % n for n in range(200))
+    + b"\r\n",
+    "70 KB header": b"GET /list_products HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+    "100 KB URI": b"GET /list_products/" + b"9" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "bare LF": b"GET /list_products HTTP/1.1\nHost: x\n\n",
+}
+# What granian answers by itself, before the app sees the request (the README lists these).
+GRANIAN_ITSELF = {
+    "garbage": "400",
+    "HTTP/0.9": "400",
+    "bad version": "400",
+    "bad UTF-8 path": "400",
+    "NUL in path": "400",
+    "header without colon": "400",
+    "space before colon": "400",
+    "folded header": "400",
+    "control character in method": "400",
+    "negative Content-Length": "400",
+    "huge Content-Length": "400",
+    "two Content-Lengths": "400",
+    "200 headers": "431",
+    "100 KB URI": "414",
+}
+
+
+def test_every_malformed_request_gets_json_from_the_development_server(redis_url) -> None:
+    server, port = started("9_stock.py")
+    with server:
+        answers = {name: raw_exchange(port, raw) for name, raw in MALFORMED.items()}
+        server.stop()
+    for name, (status, content_type, body) in answers.items():
+        assert (content_type, name) == ("application/json", name) or (status, name) == ("", name)
+        assert isinstance(json.loads(body), (dict, list)), name  # HTTP/0.9-style answers too: JSON alone
+    assert server.lines == [f"API available on localhost port {port}"]
+    assert server.stderr == ""
+
+
+def test_granian_answers_some_malformed_requests_itself_with_an_empty_body(redis_url) -> None:
+    """The documented exception to "every answer JSON": granian's own 400 / 414 / 431, before the app."""
     server, port = started("9_stock.py", "--workers", "1")
     with server:
-        assert request_raw(port, "/list_products/" + "9" * 100_000) == (414, "", "")
+        answers = {name: raw_exchange(port, raw) for name, raw in MALFORMED.items()}
         server.stop()
+    itself = {name: status for name, (status, _, body) in answers.items() if not body}
+    assert itself == GRANIAN_ITSELF
+    for name in MALFORMED.keys() - GRANIAN_ITSELF.keys():
+        assert answers[name][1] == "application/json", name
 
 
 def test_a_server_out_of_connections_says_it_is_busy(redis_url, monkeypatch) -> None:
@@ -253,4 +340,74 @@ def test_the_seat_server_stops_at_once_while_redis_is_down(own_redis) -> None:
         server.signal(signal.SIGINT)  # one Ctrl+C
         assert server.wait(10) == 0
         assert time.monotonic() - stopping < 5
+    assert "Traceback" not in server.stderr
+
+
+@pytest.mark.parametrize("script", ["9_stock.py", "100_seat.py"])
+def test_host_beyond_loopback_is_said_plainly(redis_url, script) -> None:
+    with ScriptProcess(script, env={"HOST": "0.0.0.0", "PORT": "0"}) as server:
+        server.wait_until(lambda: len(server.lines) >= 2, what="the banner's two lines")
+        port = int(server.lines[0].rsplit(" ", 1)[1])
+        assert request(port, "/list_products" if script == "9_stock.py" else "/available_seats")[0] == 200
+        server.stop()
+    assert server.lines == [
+        f"API available on localhost port {port}",
+        f"Listening on 0.0.0.0 port {port}: reachable from other machines, not only this one",
+    ]
+
+
+class SlowBody:
+    """A client that sends a full head announcing a large body, the body's first `sent` bytes at
+    once, then one byte every `interval` seconds, until stopped (the slow-body attack of issue 21)."""
+
+    def __init__(self, port: int, stopped: threading.Event, sent: int = 200_000, interval: float = 4.0) -> None:
+        self.connection = socket.create_connection(("127.0.0.1", port))
+        self.connection.settimeout(5)
+        self.head_and_start_sent = threading.Event()
+        self._thread = threading.Thread(target=self._trickle, args=(stopped, sent, interval), daemon=True)
+        self._thread.start()
+
+    def _trickle(self, stopped: threading.Event, sent: int, interval: float) -> None:
+        with contextlib.suppress(OSError):  # the server may cut it off: that is its right
+            self.connection.sendall(
+                b"POST /reserve_product/1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Length: 100000000\r\n\r\n" + b"x" * sent
+            )
+            self.head_and_start_sent.set()
+            while not stopped.wait(interval):
+                self.connection.sendall(b"x")
+        self.head_and_start_sent.set()
+
+    def close(self) -> None:
+        self.connection.close()
+        self._thread.join(10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["9_stock.py", "100_seat.py"])
+def test_32_slow_bodies_hold_no_thread(redis_url, script) -> None:
+    """As many trickling bodies as the server has request threads: a normal request is still
+    answered within a second, throughout two trickle periods."""
+    server, port = started(script)
+    stopped = threading.Event()
+    path = "/list_products/1" if script == "9_stock.py" else "/available_seats"
+    with server:
+        attackers = [SlowBody(port, stopped) for _ in range(32)]
+        for attacker in attackers:
+            assert attacker.head_and_start_sent.wait(10)
+        slowest = 0.0
+        answers = Counter()
+        until = time.monotonic() + 9  # more than two of the attackers' 4 s periods
+        while time.monotonic() < until:
+            began = time.monotonic()
+            status, content_type, _ = request(port, path, timeout=5)
+            slowest = max(slowest, time.monotonic() - began)
+            answers[(status, content_type)] += 1
+        stopped.set()
+        for attacker in attackers:
+            attacker.close()
+        server.stop()
+    assert slowest < 1
+    assert list(answers) == [(200, "application/json")]
+    assert server.lines == [f"API available on localhost port {port}"]
     assert "Traceback" not in server.stderr

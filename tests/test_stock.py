@@ -1,6 +1,8 @@
 """Task 9: the stock API — bodies byte for byte, atomic reservations, bad input, Redis away."""
 
 import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
 
 import pytest
@@ -9,6 +11,9 @@ import redis
 from queuing_system.embedded import free_port
 from queuing_system.http_requests import request
 from queuing_system.processes import ScriptProcess
+from queuing_system.stock import Outcome, StockReservations
+from queuing_system.web import idempotent
+from tests.redis_faults import killing_connections, stalled
 
 stock = import_module("9_stock")
 
@@ -70,7 +75,7 @@ BAD_IDS = [
 def test_ids_that_are_not_a_product(client, r, route: str, item_id: str) -> None:
     response = client.get(route + item_id)
     assert (response.status_code, body(response)) == (200, '{"status":"Product not found"}')
-    assert r.keys("item.*") == []
+    assert {key: r.get(key) for key in r.keys("*")} == {f"item.{n}": "0" for n in (1, 2, 3, 4)}  # only the counts
 
 
 @pytest.mark.parametrize(
@@ -136,7 +141,7 @@ def test_port_in_use_is_one_line_and_exit_1(redis_url) -> None:
     assert second.stderr.strip().splitlines() == [f"Cannot listen on 127.0.0.1:{port}: Address already in use"]
 
 
-def test_redis_down_is_a_json_503_and_the_server_recovers(own_redis) -> None:
+def test_redis_down_is_a_json_503_and_a_redis_that_lost_the_stock_sells_nothing(own_redis) -> None:
     port = free_port()
     with ScriptProcess("9_stock.py", env={"REDIS_URL": own_redis.url, "PORT": str(port)}) as server:
         server.wait_for_line(f"API available on localhost port {port}")
@@ -146,17 +151,196 @@ def test_redis_down_is_a_json_503_and_the_server_recovers(own_redis) -> None:
         assert (status, content_type) == (503, "application/json")
         assert answer == {"status": "Redis unavailable, try again shortly"}
         assert request(port, "/list_products")[0] == 200  # what needs no Redis still works
-        own_redis.start()
-        assert request(port, "/list_products/2")[2]["currentQuantity"] == 10  # a fresh, empty Redis
+        own_redis.start()  # a fresh, empty Redis: what was sold is not known any more
+        for path in ("/list_products/2", "/reserve_product/2", "/reserve_product/1"):
+            assert request(port, path) == (503, "application/json", {"status": stock.STOCK_LOST})
+        assert redis.Redis.from_url(own_redis.url).keys("item.*") == []  # nothing sold again
         server.signal(signal.SIGINT)
         assert server.wait() == 0
     assert server.lines[0] == f"API available on localhost port {port}"
-    assert len(server.lines) == 2
     assert server.lines[1].startswith("Redis client not connected to the server: ")
+    assert server.lines[2:] == [stock.STOCK_LOST]  # said once
     assert "Traceback" not in server.stderr
+
+    with ScriptProcess("9_stock.py", ["--reset"], env={"REDIS_URL": own_redis.url, "PORT": str(port)}) as server:
+        server.wait_for_line(f"API available on localhost port {port}")  # what the message says to do
+        assert request(port, "/list_products/2")[2]["currentQuantity"] == 10
+        server.stop()
+
+
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["development", "granian"])
+def test_flushall_mid_run_sells_no_unit_twice(redis_url, r, workers) -> None:
+    port = free_port()
+    with ScriptProcess("9_stock.py", workers, env={"PORT": str(port)}) as server:
+        server.wait_for_line(f"API available on localhost port {port}")
+        answers = [request(port, "/reserve_product/1")[2]["status"] for _ in range(5)]
+        assert answers == ["Reservation confirmed"] * 4 + ["Not enough stock available"]
+        r.flushall()
+        assert {request(port, "/reserve_product/1")[2]["status"] for _ in range(20)} == {stock.STOCK_LOST}
+        server.stop()
+    assert r.keys("*") == []
+    assert server.lines[1:] == [stock.STOCK_LOST] * len(server.lines[1:]) != []  # once per process
+
+
+def test_started_while_redis_refuses_it_answers_503_then_serves(own_redis) -> None:
+    own_redis.kill()
+    port = free_port()
+    with ScriptProcess("9_stock.py", env={"REDIS_URL": own_redis.url, "PORT": str(port)}) as server:
+        server.wait_for_line(f"API available on localhost port {port}")
+        for _ in range(2):
+            assert request(port, "/reserve_product/2") == (
+                503,
+                "application/json",
+                {"status": "Redis unavailable, try again shortly"},
+            )
+        own_redis.start()  # the first contact: a first start, the counts are created
+        assert request(port, "/reserve_product/2")[2] == {"status": "Reservation confirmed", "itemId": 2}
+        assert request(port, "/list_products/2")[2]["currentQuantity"] == 9
+        server.stop()
+    assert server.lines[1] == f"API available on localhost port {port}"
+    assert len(server.lines) == 4  # at launch, then once per request that found Redis away
+    assert all(
+        line.startswith("Redis client not connected to the server: ") for line in server.lines[:1] + server.lines[2:]
+    )
+    assert server.stderr == ""
+
+
+def test_a_redis_error_reply_is_a_json_503_naming_it(own_redis) -> None:
+    client = redis.Redis.from_url(own_redis.url)
+    app = stock.create_app(redis.Redis.from_url(own_redis.url, decode_responses=True)).test_client()
+    assert app.get("/reserve_product/2").status_code == 200
+    client.config_set("maxmemory", 1)  # used memory is over it at once: every write is refused (OOM)
+    client.config_set("maxmemory-policy", "noeviction")
+    response = app.get("/reserve_product/2")
+    assert (response.status_code, response.get_json(), response.headers["Retry-After"]) == (
+        503,
+        {"status": "Redis refused the request: out of memory, try again shortly"},
+        "1",
+    )
+    assert app.get("/list_products/2").get_json()["currentQuantity"] == 9  # reads still work
+    client.config_set("maxmemory", 0)
+    assert app.get("/reserve_product/2").get_json() == {"status": "Reservation confirmed", "itemId": 2}
+    assert client.get("item.2") == b"2"
 
 
 def test_the_app_factory_builds_its_own_client_from_redis_url(redis_url) -> None:
     app = stock.create_app()
     assert app.test_client().get("/list_products/4").get_json()["currentQuantity"] == 5
     assert isinstance(redis.Redis.from_url(redis_url).ping(), bool)
+
+
+def records(r, item_id: int) -> dict:
+    return r.hgetall(f"item.{item_id}.reservations")
+
+
+def test_a_repeated_step_does_what_it_does_once(r) -> None:
+    reservations = StockReservations(r)
+    reservations.initialise([1])
+    for _ in range(3):  # the first copy, then two repeats after "timeouts"
+        assert reservations.reserve(1, 4, "a") is Outcome.PENDING
+    assert r.get("item.1") == "1"
+    for _ in range(2):
+        assert reservations.confirm(1, "a") is Outcome.CONFIRMED
+    assert reservations.reserve(1, 4, "a") is Outcome.CONFIRMED  # a late copy of the first step
+    assert (r.get("item.1"), records(r, 1), r.zcard("item.1.pending")) == ("1", {"a": "confirmed"}, 0)
+    for _ in range(2):
+        assert reservations.cancel(1, "a") is Outcome.RELEASED
+    assert (r.get("item.1"), records(r, 1)) == ("0", {})
+
+
+def test_a_reservation_never_confirmed_goes_back_on_sale(r) -> None:
+    reservations = StockReservations(r, hold_ms=0)  # its deadline is now: the next reservation gives it back
+    reservations.initialise([3])
+    assert [reservations.reserve(3, 2, token) for token in "ab"] == [Outcome.PENDING] * 2
+    assert reservations.confirm(3, "b") is Outcome.CONFIRMED
+    assert reservations.reserve(3, 2, "c") is Outcome.PENDING  # took a's unit, given back first
+    assert reservations.confirm(3, "a") is Outcome.RELEASED  # too late: the server answers "try again"
+    assert (r.get("item.3"), records(r, 3)) == ("2", {"b": "confirmed", "c": "pending"})
+    held = StockReservations(r)  # the default hold: 30 s
+    assert held.reserve(3, 2, "d") is Outcome.PENDING  # c's unit, given back (never confirmed either)
+    assert held.reserve(3, 2, "e") is Outcome.SOLD_OUT  # d's hold has not passed
+    assert (r.get("item.3"), records(r, 3)) == ("2", {"b": "confirmed", "d": "pending"})
+
+
+def test_steps_on_a_redis_that_lost_the_stock(r) -> None:
+    reservations = StockReservations(r)
+    assert reservations.reserve(1, 4, "a") is Outcome.LOST
+    assert reservations.confirm(1, "a") is Outcome.RELEASED
+    assert reservations.reserved(1) is None
+    assert r.keys("*") == []  # nothing written
+
+
+def test_a_reservation_whose_confirmation_was_given_back_answers_try_again(r, monkeypatch) -> None:
+    app = stock.create_app(r)
+    monkeypatch.setattr(StockReservations, "confirm", lambda self, item_id, reservation: Outcome.RELEASED)
+    response = app.test_client().get("/reserve_product/4")
+    answer = '{"status":"Reservation not confirmed, try again","itemId":4}'
+    assert (response.status_code, body(response), response.headers["Retry-After"]) == (503, answer, "1")
+
+
+def at_once(port: int, path: str, count: int) -> list[tuple[int, str, dict]]:
+    """`count` clients sending the same request at the same instant: (status, content type, JSON) of each."""
+    go = threading.Barrier(count)
+
+    def one(_: int) -> tuple[int, str, dict]:
+        go.wait()
+        return request(port, path, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def held(r, item_id: int) -> tuple[int, int, int]:
+    """(units reserved, confirmed reservations, pending reservations) of a product."""
+    states = list(records(r, item_id).values())
+    return int(r.get(f"item.{item_id}")), states.count("confirmed"), states.count("pending")
+
+
+CONFIRMED_2 = (200, "application/json", {"status": "Reservation confirmed", "itemId": 2})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["development", "granian"])
+def test_a_stalled_redis_costs_one_unit_per_confirmation(own_redis, workers) -> None:
+    """Issue 19: 3 reservations during a 4.5 s stall (longer than the 3 s socket timeout): each one's
+    step is sent again after its timeout while the first copy waits inside Redis; both run."""
+    port = free_port()
+    with ScriptProcess("9_stock.py", workers, env={"REDIS_URL": own_redis.url, "PORT": str(port)}) as server:
+        server.wait_for_line(f"API available on localhost port {port}")
+        with stalled(own_redis.url):
+            answers = at_once(port, "/reserve_product/2", 3)
+        server.stop()
+    assert answers == [CONFIRMED_2] * 3
+    assert held(redis.Redis.from_url(own_redis.url, decode_responses=True), 2) == (3, 3, 0)
+    assert "Traceback" not in server.stderr
+
+
+@pytest.mark.slow
+def test_killed_connections_reserve_no_unit_for_nobody(own_redis) -> None:
+    """Issue 19: CLIENT KILL TYPE normal every 2 ms during rounds of 20 reservations of product 2
+    (stock 10): every unit taken is confirmed to someone or, unconfirmed, goes back on sale."""
+    port = free_port()
+    env = {"REDIS_URL": own_redis.url, "PORT": str(port), "QUEUING_RESERVATION_HOLD_MS": "500"}
+    r = redis.Redis.from_url(own_redis.url, decode_responses=True, retry=None)
+    reservations = StockReservations(r)
+    rounds = []
+    with ScriptProcess("9_stock.py", env=env) as server:
+        server.wait_for_line(f"API available on localhost port {port}")
+        with killing_connections(own_redis.url) as killed:
+            for _ in range(10):
+                # The test's own steps are safe to repeat: repeated until they get through the kills.
+                idempotent(lambda: reservations.reset([2]), patience=10)
+                answers = at_once(port, "/reserve_product/2", 20)
+                rounds.append((answers, idempotent(lambda: held(r, 2), patience=10)))
+        assert killed[0] > 0
+        for answers, (reserved, confirmed, pending) in rounds:
+            assert {status for status, content_type, _ in answers} <= {200, 503}
+            assert {content_type for _, content_type, _ in answers} == {"application/json"}
+            assert answers.count(CONFIRMED_2) == confirmed <= 10  # each confirmation heard, none beyond stock
+            assert reserved == confirmed + pending  # any other unit taken has a pending reservation
+        # The last round's pending reservations go back on sale once their hold has passed.
+        while held(r, 2)[2] or request(port, "/reserve_product/2")[2]["status"] != "Not enough stock available":
+            request(port, "/reserve_product/2")
+        server.stop()
+    assert held(r, 2) == (10, 10, 0)
+    assert "Traceback" not in server.stderr

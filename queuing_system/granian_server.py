@@ -1,0 +1,81 @@
+"""`--workers N`: the same app on granian, N processes sharing the port, a dead one replaced."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from queuing_system.dev_server import HEADER_TIMEOUT
+from queuing_system.processes import ROOT
+
+
+class GranianBindError(Exception):
+    """Granian could not bind the port (its message, first line only)."""
+
+
+def serve_granian(
+    target: str,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    prepare: Callable[[], None] | None,
+    listening: Callable[[int], None],
+    verbose: bool,
+) -> int:
+    """`target` ("module:factory") on granian: `workers` processes, each `threads` request threads;
+    a worker that dies is replaced; clients get HEADER_TIMEOUT seconds for their headers; a stop
+    takes at most ~5 s. `prepare` runs once the port is bound, before the workers start;
+    `listening(port)` once a worker answers on it. The port must be a real one (not 0)."""
+    from granian import Granian
+    from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
+
+    server = Granian(
+        target,
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        factory=True,
+        working_dir=ROOT,
+        workers=workers,
+        blocking_threads=threads,
+        backpressure=4096,
+        backlog=4096,
+        http1_settings=HTTP1Settings(header_read_timeout=HEADER_TIMEOUT * 1000),
+        respawn_failed_workers=True,
+        respawn_interval=0.5,
+        workers_kill_timeout=5,
+        log_enabled=verbose,
+        log_access=verbose,
+    )
+
+    @server.on_startup
+    def announce() -> None:  # runs once granian has bound the port, before its workers start
+        if prepare is not None:
+            prepare()
+        threading.Thread(target=_announce_when_answering, args=(host, port, listening), daemon=True).start()
+
+    try:
+        server.serve()
+    except OSError as error:
+        raise GranianBindError(os.strerror(error.errno) if error.errno else str(error)) from None
+    except RuntimeError as error:  # granian's bind, in Rust: "Address already in use (os error 98)\n\nStack…"
+        raise GranianBindError(str(error).splitlines()[0]) from None
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    return 0
+
+
+def _announce_when_answering(host: str, port: int, listening: Callable[[int], None]) -> None:
+    """Granian's workers each listen when they are ready: say so once one answers."""
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                listening(port)
+                return
+        except OSError:
+            time.sleep(0.05)

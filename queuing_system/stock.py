@@ -1,0 +1,211 @@
+"""Task 9's reservations in Redis: each one an atomic step that carries its own identity.
+
+A reservation is two steps, each safe to repeat after a lost connection or a timeout:
+
+1. `reserve`: takes a unit and records the reservation as *pending*, with a deadline;
+2. `confirm`: marks it *confirmed* (only then does the server answer "Reservation confirmed").
+
+Each step carries the reservation's id (a random token) and checks it, so a copy that arrives
+twice (the first one still queued inside a stalled Redis, say) does what it does once. A
+reservation whose outcome stayed unknown, or that was never confirmed (the server died, or
+gave up and answered 503 "try again"), is given back by the next reservation of that product
+once its deadline has passed; `cancel` gives one back at once: a confirmation whose reply was
+lost, which nobody heard (`reserve_one` does it, and keeps trying on later reservations).
+Each step is one command on the caller's connection, so a replication check (`WAIT`) can
+follow it there.
+
+Data loss is noticed: `initialise` creates every product's reserved count once, when this
+server first reaches Redis; from then on a missing count means Redis lost what was sold (an
+empty Redis, a FLUSHALL), and the steps answer LOST rather than sell it again, until an
+operator resets the stock (`reset`, the server's `--reset`).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import secrets
+from collections.abc import Iterable
+from enum import Enum
+
+import redis
+
+from queuing_system.console import REDIS_DOWN
+from queuing_system.keys import STOCK_PENDING, STOCK_RECORDS, STOCK_RESERVED
+from queuing_system.settings import env_int
+from queuing_system.web import idempotent
+
+# How long a confirmation (or the give-back of one nobody heard) is repeated before the server
+# gives up on it for this request: the unit must end up either confirmed to someone or on sale.
+SETTLE_PATIENCE = 5.0
+
+
+def pending_ms() -> int:
+    """How long a pending reservation holds its unit before it may go back on sale (ms;
+    QUEUING_RESERVATION_HOLD_MS, 100 to 3600000, default 30000). A server confirms within a
+    few seconds; a confirmation that comes later finds the unit given back (RELEASED)."""
+    return env_int("QUEUING_RESERVATION_HOLD_MS", 30_000, 100, 3_600_000)
+
+
+# Reserve one unit for a reservation, at most once however many copies of this step arrive.
+# KEYS[1] item.<id>: units reserved (pending or confirmed); missing = Redis lost what was sold
+# KEYS[2] item.<id>.reservations: hash, reservation id -> 'pending' | 'confirmed'
+# KEYS[3] item.<id>.pending: sorted set, pending reservation id -> deadline (ms, Redis's clock)
+# ARGV: the product's initial stock, the reservation id, how long it may stay pending (ms)
+# Returns 'pending' (the unit is held), 'confirmed' (a repeat of a confirmed one), 'sold_out' or 'lost'.
+RESERVE = """
+local reserved_key, records, pending = KEYS[1], KEYS[2], KEYS[3]
+local stock, id, pending_ms = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local reserved = redis.call('GET', reserved_key)
+if not reserved then
+  return 'lost'
+end
+local state = redis.call('HGET', records, id)
+if state then
+  return state
+end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+reserved = tonumber(reserved)
+for _, expired in ipairs(redis.call('ZRANGEBYSCORE', pending, '-inf', now)) do
+  redis.call('HDEL', records, expired)
+  redis.call('ZREM', pending, expired)
+  reserved = redis.call('DECR', reserved_key)
+end
+if reserved >= stock then
+  return 'sold_out'
+end
+redis.call('INCR', reserved_key)
+redis.call('HSET', records, id, 'pending')
+redis.call('ZADD', pending, now + pending_ms, id)
+return 'pending'
+"""
+
+# Confirm a pending reservation (a repeat changes nothing).
+# KEYS[1] item.<id>.reservations   KEYS[2] item.<id>.pending
+# ARGV: the reservation id
+# Returns 'confirmed', or 'released' when it is no longer held (given back, or Redis lost it).
+CONFIRM = """
+local records, pending = KEYS[1], KEYS[2]
+local id = ARGV[1]
+local state = redis.call('HGET', records, id)
+if state == 'pending' then
+  redis.call('HSET', records, id, 'confirmed')
+  redis.call('ZREM', pending, id)
+  return 'confirmed'
+end
+return state or 'released'
+"""
+
+# Give a reservation's unit back, pending or confirmed (a repeat changes nothing).
+# KEYS[1] item.<id>   KEYS[2] item.<id>.reservations   KEYS[3] item.<id>.pending
+# ARGV: the reservation id
+# Returns 'released'.
+CANCEL = """
+local reserved_key, records, pending = KEYS[1], KEYS[2], KEYS[3]
+local id = ARGV[1]
+if redis.call('HDEL', records, id) == 1 then
+  redis.call('ZREM', pending, id)
+  if redis.call('EXISTS', reserved_key) == 1 then
+    redis.call('DECR', reserved_key)
+  end
+end
+return 'released'
+"""
+
+
+class Outcome(str, Enum):
+    """What a step found or did (the scripts' replies)."""
+
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    SOLD_OUT = "sold_out"
+    LOST = "lost"
+    RELEASED = "released"
+
+
+def new_reservation_id() -> str:
+    return secrets.token_hex(12)
+
+
+class StockReservations:
+    """The steps above on `client` (each call one command on the caller's connection)."""
+
+    def __init__(self, client: redis.Redis, hold_ms: int | None = None) -> None:
+        self._client = client
+        self._pending_ms = pending_ms() if hold_ms is None else hold_ms
+        self._unheard: collections.deque[tuple[int, str]] = collections.deque()  # confirmations to give back
+        self._reserve = client.register_script(RESERVE)
+        self._confirm = client.register_script(CONFIRM)
+        self._cancel = client.register_script(CANCEL)
+
+    @staticmethod
+    def _keys(item_id: int) -> list[str]:
+        return [
+            STOCK_RESERVED.format(item_id=item_id),
+            STOCK_RECORDS.format(item_id=item_id),
+            STOCK_PENDING.format(item_id=item_id),
+        ]
+
+    def reserve(self, item_id: int, stock: int, reservation_id: str) -> Outcome:
+        return Outcome(_text(self._reserve(keys=self._keys(item_id), args=[stock, reservation_id, self._pending_ms])))
+
+    def confirm(self, item_id: int, reservation_id: str) -> Outcome:
+        return Outcome(_text(self._confirm(keys=self._keys(item_id)[1:], args=[reservation_id])))
+
+    def cancel(self, item_id: int, reservation_id: str) -> Outcome:
+        return Outcome(_text(self._cancel(keys=self._keys(item_id), args=[reservation_id])))
+
+    def reserve_one(self, item_id: int, stock: int) -> Outcome:
+        """A whole reservation: reserve, then confirm, each repeated safely after a lost connection or a
+        timeout. CONFIRMED only once the confirmation is known to have landed; when it cannot be known,
+        the reservation is given back (now, or by a later call) and the error raised: the client hears
+        "try again", and the unit is not sold to nobody."""
+        self._give_back_unheard()
+        reservation = new_reservation_id()
+        outcome = idempotent(lambda: self.reserve(item_id, stock, reservation))
+        if outcome is not Outcome.PENDING:
+            return outcome
+        try:
+            return idempotent(lambda: self.confirm(item_id, reservation), patience=SETTLE_PATIENCE)
+        except REDIS_DOWN:
+            self._unheard.append((item_id, reservation))
+            self._give_back_unheard()
+            raise
+
+    def _give_back_unheard(self) -> None:
+        while self._unheard:
+            try:
+                item_id, reservation = self._unheard.popleft()
+            except IndexError:  # another request thread took the last one
+                return
+            try:
+                idempotent(functools.partial(self.cancel, item_id, reservation), patience=SETTLE_PATIENCE)
+            except REDIS_DOWN:
+                self._unheard.appendleft((item_id, reservation))  # the next reservation tries again
+                return
+
+    def reserved(self, item_id: int) -> int | None:
+        """Units reserved (pending or confirmed), or None when Redis lost the count."""
+        value = self._client.get(STOCK_RESERVED.format(item_id=item_id))
+        return None if value is None else int(value)
+
+    def initialise(self, item_ids: Iterable[int]) -> None:
+        """A count of 0 for every product that has none: the first start on this Redis. Safe to repeat."""
+        with self._client.pipeline(transaction=False) as pipeline:
+            for item_id in item_ids:
+                pipeline.set(STOCK_RESERVED.format(item_id=item_id), 0, nx=True)
+            pipeline.execute()
+
+    def reset(self, item_ids: Iterable[int]) -> None:
+        """Everything on sale again, no reservation known (the operator's `--reset`). Safe to repeat."""
+        with self._client.pipeline(transaction=True) as pipeline:
+            for item_id in item_ids:
+                reserved, records, pending = self._keys(item_id)
+                pipeline.set(reserved, 0)
+                pipeline.delete(records, pending)
+            pipeline.execute()
+
+
+def _text(reply: object) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
