@@ -17,7 +17,6 @@ Two rules, for every client `settings.connect()` makes:
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Callable
@@ -72,13 +71,22 @@ class _AsyncReconnecting:
         )
 
 
-@functools.cache
+_RECONNECTING: dict[tuple[type, int], type] = {}
+
+
 def reconnecting(base: type, retries: int) -> type:
-    """`base` (a redis-py connection class) that retries connecting `retries` times."""
-    if hasattr(base, "connect_retries"):  # ours already: only the count changes
-        return type(base.__name__, (base,), {"connect_retries": retries})
-    mixin = _AsyncReconnecting if issubclass(base, redis.asyncio.connection.AbstractConnection) else _Reconnecting
-    return type(f"Reconnecting{base.__name__}", (mixin, base), {"connect_retries": retries})
+    """`base` (a redis-py connection class) that retries connecting `retries` times (one class per
+    pair: redis-py compares connection classes, e.g. url_of's TLS and socket checks)."""
+    made = _RECONNECTING.get((base, retries))
+    if made is None:
+        if hasattr(base, "connect_retries"):  # ours already: only the count changes
+            made = type(base.__name__, (base,), {"connect_retries": retries})
+        else:
+            is_async = issubclass(base, redis.asyncio.connection.AbstractConnection)
+            mixin = _AsyncReconnecting if is_async else _Reconnecting
+            made = type(f"Reconnecting{base.__name__}", (mixin, base), {"connect_retries": retries})
+        made = _RECONNECTING.setdefault((base, retries), made)
+    return made
 
 
 def no_primary(master: str) -> redis.sentinel.MasterNotFoundError:
@@ -117,7 +125,7 @@ class FollowingConnection(redis.sentinel.SentinelManagedConnection):
 
     def __init__(self, **kwargs: Any) -> None:
         self.watch: PrimaryWatch = kwargs.pop("primary_watch")
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
 
     def _primary(self, *, fresh: bool = False) -> tuple[str, int]:
         return self.watch.primary(self._ask_sentinels, fresh=fresh)
@@ -136,7 +144,7 @@ class FollowingConnection(redis.sentinel.SentinelManagedConnection):
         self.connect_check_health(check_health=True, retry_socket_connect=False)
 
     def _failed_to_connect(self, error: Exception) -> None:
-        self.disconnect()
+        self.disconnect()  # type: ignore[no-untyped-call]
         self.watch.forget()  # the next attempt asks the sentinels again
 
     def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
@@ -150,7 +158,7 @@ class FollowingConnection(redis.sentinel.SentinelManagedConnection):
         if self._sock and (self.host, self.port) != self._primary():
             self.disconnect()  # an old primary: the command goes to the new one instead
             self.connect_check_health(check_health=False)
-        super().check_health()
+        super().check_health()  # type: ignore[no-untyped-call]
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -51,10 +51,11 @@ class GroupSentinel(redis.sentinel.Sentinel):
         mid_failover: tuple[str, int] | None = None
         for sentinel in self.sentinels:
             try:
-                state = sentinel.sentinel_masters().get(service_name)
+                masters = sentinel.sentinel_masters()
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                 continue
-            if not state or not self.check_master_state(state, service_name):
+            state = masters.get(service_name) if isinstance(masters, dict) else None
+            if not state or not self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
                 continue
             address = (str(state["ip"]), int(state["port"]))
             if not _failing_over(state):
@@ -70,9 +71,9 @@ class GroupPool(redis.sentinel.SentinelConnectionPool):
     (url_of() gives it back, so a twin client with other options goes to the same group)."""
 
     def __init__(self, address: SentinelAddress, **options: Any) -> None:
-        sentinel = GroupSentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))
+        sentinel = GroupSentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))  # type: ignore[no-untyped-call]
         self.watch = PrimaryWatch()
-        super().__init__(address.master, sentinel, primary_watch=self.watch, **options)
+        super().__init__(address.master, sentinel, primary_watch=self.watch, **options)  # type: ignore[no-untyped-call]
         self.address = address
         self.replica_count = ReplicaCount(self)
 
@@ -81,7 +82,7 @@ class GroupPool(redis.sentinel.SentinelConnectionPool):
         return self.watch.primary(self._ask)
 
     def _ask(self) -> tuple[str, int]:
-        host, port = self.get_master_address()
+        host, port = self.get_master_address()  # type: ignore[no-untyped-call]
         return str(host), int(port)
 
 
@@ -199,7 +200,7 @@ def group_of(client: redis.Redis) -> SentinelAddress | None:
 
 def primary_of(address: SentinelAddress) -> tuple[str, int]:
     """Where the sentinels say the primary is now (MasterNotFoundError, a ConnectionError, if none does)."""
-    sentinel = GroupSentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))
+    sentinel = GroupSentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))  # type: ignore[no-untyped-call]
     try:
         host, port = sentinel.discover_master(address.master)
         return str(host), int(port)

@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -126,14 +127,14 @@ class SentinelGroup:
     # -- what Sentinel says ------------------------------------------------------------------
     def primary(self) -> Node:
         """The server every sentinel names as the primary (EmbeddedRedisError while they disagree)."""
-        named = set()
+        named: set[int | None] = set()
         for node in self.sentinels:
             answer = self._ask(node, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
-            named.add(tuple(answer) if isinstance(answer, list) else None)
-        if len(named) != 1 or None in named:
+            named.add(int(answer[1]) if isinstance(answer, list) else None)
+        port = named.pop() if len(named) == 1 else None
+        if port is None:
             raise EmbeddedRedisError(f"the sentinels do not agree on a primary: {sorted(map(str, named))}")
-        (_, port), *_ = named
-        return next(node for node in self.servers if node.port == int(port))
+        return next(node for node in self.servers if node.port == port)
 
     def settled(self) -> bool:
         """Every sentinel names the same live primary, sees every replica and the other sentinels,
@@ -167,7 +168,7 @@ class SentinelGroup:
         return self.primary()
 
     @staticmethod
-    def _ask(node: Node, *command: str) -> object:
+    def _ask(node: Node, *command: str) -> Any:
         client = node.client()
         try:
             return client.execute_command(*command)
