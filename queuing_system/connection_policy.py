@@ -11,8 +11,10 @@ Two rules, for every client `settings.connect()` makes:
   (re)connect asks them (redis-py reconnects a dropped connection to its old address, redis-py
   #3874), and a connection in use checks about once a second that its server is still the one the
   sentinels name (an old primary stays writable for seconds before Sentinel demotes it, and
-  redis-py only asks Sentinel when it opens a connection). `READONLY` drops the connection too
-  (redis-py's SentinelManagedConnection does that).
+  redis-py only asks Sentinel when it opens a connection). When it is not, the command fails
+  unsent (PrimaryMoved, a ConnectionError) and the next one goes to the new primary: a connection
+  never changes server under its caller, so a WAIT always runs where the write it confirms ran.
+  `READONLY` drops the connection too (redis-py's SentinelManagedConnection does that).
 """
 
 from __future__ import annotations
@@ -95,6 +97,10 @@ def no_primary(master: str) -> redis.sentinel.MasterNotFoundError:
     )
 
 
+class PrimaryMoved(redis.exceptions.ConnectionError):
+    """The command was not sent: its connection was to a server that is no longer the primary."""
+
+
 class PrimaryWatch:
     """Where the sentinels say the primary is, asked at most once per PRIMARY_CHECK_INTERVAL per pool
     (shared by the pool's connections, so 32 busy threads cost one sentinel query a second)."""
@@ -155,9 +161,13 @@ class FollowingConnection(redis.sentinel.SentinelManagedConnection):
         super().connect_check_health(check_health=check_health, retry_socket_connect=False)
 
     def check_health(self) -> None:
-        if self._sock and (self.host, self.port) != self._primary():
-            self.disconnect()  # an old primary: the command goes to the new one instead
-            self.connect_check_health(check_health=False)
+        primary = self._primary()
+        if self._sock and (self.host, self.port) != primary:
+            # Never move a connection under its caller: a WAIT must run where the write it confirms
+            # ran. This command is not sent (its outcome is known); the next one opens a connection
+            # to the new primary.
+            self.disconnect()
+            raise PrimaryMoved(f"the primary moved from {self.host}:{self.port} to {primary[0]}:{primary[1]}")
         super().check_health()  # type: ignore[no-untyped-call]
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:

@@ -22,6 +22,7 @@ Settings (read when a Confirmation is made for a client):
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,14 @@ from queuing_system.sentinel_client import group_of, replicas_to_confirm
 from queuing_system.settings import env_int
 
 DEFAULT_TIMEOUT_MS = 1000
+# INCRed just before each WAIT. WAIT waits for the offset of this connection's last write that was
+# replicated; a step repeated after an unconfirmed try often writes nothing (it finds itself done),
+# so without a write of its own the WAIT would count from an older offset (or none, on a new
+# connection) and confirm at once what the first try wrote and no replica may have yet.
+MARK_KEY = "queuing:replication-mark"
+
+
+_MADE: weakref.WeakKeyDictionary[object, Confirmation] = weakref.WeakKeyDictionary()
 
 
 class Unconfirmed(redis.exceptions.ConnectionError):
@@ -62,6 +71,15 @@ class Confirmation:
             return cls(0, timeout)
         return cls(lambda: replicas_to_confirm(client), timeout)
 
+    @classmethod
+    def of(cls, client: redis.Redis) -> Confirmation:
+        """`for_client(client)`, made once per connection pool (the settings are read once)."""
+        pool = client.connection_pool
+        made = _MADE.get(pool)
+        if made is None:
+            made = _MADE.setdefault(pool, cls.for_client(client))
+        return made
+
     def needed(self) -> int:
         """Replicas that must confirm a write made now (0: no WAIT is sent)."""
         return self._replicas() if callable(self._replicas) else self._replicas
@@ -74,11 +92,22 @@ class Confirmation:
         with client.pipeline(transaction=False) as pipeline:
             commands(pipeline)
             if needed:
+                pipeline.incr(MARK_KEY)
                 pipeline.execute_command("WAIT", needed, self.timeout_ms)
             replies = pipeline.execute()
         if needed:
-            self.check(int(replies.pop()), needed)
+            self.check(int(replies[-1]), needed)
+            del replies[-2:]
         return replies
+
+    def confirm(self, execute: Callable[..., Any]) -> None:
+        """Confirm the writes made so far through `execute`, which runs one command on one connection
+        used in order (the processor's line); Unconfirmed if too few replicas have them. A connection
+        never moves to another server under its caller (connection_policy), so WAIT runs where they ran."""
+        needed = self.needed()
+        if needed:
+            execute("INCR", MARK_KEY)
+            self.check(int(execute("WAIT", needed, self.timeout_ms)), needed)
 
     def check(self, confirmed: int, needed: int) -> None:
         """Unconfirmed unless `confirmed` (WAIT's answer) reaches `needed`."""
