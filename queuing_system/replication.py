@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis.client import Pipeline
@@ -32,6 +32,7 @@ from redis.client import Pipeline
 from queuing_system.sentinel_client import group_of, replicas_to_confirm
 from queuing_system.settings import env_int
 
+T = TypeVar("T")
 DEFAULT_TIMEOUT_MS = 1000
 # INCRed just before each WAIT. WAIT waits for the offset of this connection's last write that was
 # replicated; a step repeated after an unconfirmed try often writes nothing (it finds itself done),
@@ -99,6 +100,15 @@ class Confirmation:
             self.check(int(replies[-1]), needed)
             del replies[-2:]
         return replies
+
+    def run(self, client: Any, step: Callable[[Any], T]) -> T:
+        """`step(client)`, one command or script call, confirmed: with replicas to wait for, it runs on
+        a pipeline followed by WAIT (its reply, or Unconfirmed); without, it is called as it is (no
+        pipeline, no extra connection: a plain Redis costs what it cost)."""
+        if not self.needed():
+            return step(client)
+        replies = self.write(client, step)
+        return replies[0]  # type: ignore[no-any-return]
 
     def confirm(self, execute: Callable[..., Any]) -> None:
         """Confirm the writes made so far through `execute`, which runs one command on one connection
