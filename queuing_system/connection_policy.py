@@ -11,13 +11,14 @@ Two rules, for every client `settings.connect()` makes:
   (re)connect asks them (redis-py reconnects a dropped connection to its old address, redis-py
   #3874), and a connection in use checks about once a second that its server is still the one the
   sentinels name (an old primary stays writable for seconds before Sentinel demotes it, and
-  redis-py only asks Sentinel when it opens a connection). `READONLY` drops the connection too
-  (redis-py's SentinelManagedConnection does that).
+  redis-py only asks Sentinel when it opens a connection). When it is not, the command fails
+  unsent (PrimaryMoved, a ConnectionError) and the next one goes to the new primary: a connection
+  never changes server under its caller, so a WAIT always runs where the write it confirms ran.
+  `READONLY` drops the connection too (redis-py's SentinelManagedConnection does that).
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Callable
@@ -72,19 +73,32 @@ class _AsyncReconnecting:
         )
 
 
-@functools.cache
+_RECONNECTING: dict[tuple[type, int], type] = {}
+
+
 def reconnecting(base: type, retries: int) -> type:
-    """`base` (a redis-py connection class) that retries connecting `retries` times."""
-    if hasattr(base, "connect_retries"):  # ours already: only the count changes
-        return type(base.__name__, (base,), {"connect_retries": retries})
-    mixin = _AsyncReconnecting if issubclass(base, redis.asyncio.connection.AbstractConnection) else _Reconnecting
-    return type(f"Reconnecting{base.__name__}", (mixin, base), {"connect_retries": retries})
+    """`base` (a redis-py connection class) that retries connecting `retries` times (one class per
+    pair: redis-py compares connection classes, e.g. url_of's TLS and socket checks)."""
+    made = _RECONNECTING.get((base, retries))
+    if made is None:
+        if hasattr(base, "connect_retries"):  # ours already: only the count changes
+            made = type(base.__name__, (base,), {"connect_retries": retries})
+        else:
+            is_async = issubclass(base, redis.asyncio.connection.AbstractConnection)
+            mixin = _AsyncReconnecting if is_async else _Reconnecting
+            made = type(f"Reconnecting{base.__name__}", (mixin, base), {"connect_retries": retries})
+        made = _RECONNECTING.setdefault((base, retries), made)
+    return made
 
 
 def no_primary(master: str) -> redis.sentinel.MasterNotFoundError:
     return redis.sentinel.MasterNotFoundError(
         f"no sentinel names a primary for {master!r} (a failover may be under way)"
     )
+
+
+class PrimaryMoved(redis.exceptions.ConnectionError):
+    """The command was not sent: its connection was to a server that is no longer the primary."""
 
 
 class PrimaryWatch:
@@ -117,7 +131,7 @@ class FollowingConnection(redis.sentinel.SentinelManagedConnection):
 
     def __init__(self, **kwargs: Any) -> None:
         self.watch: PrimaryWatch = kwargs.pop("primary_watch")
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
 
     def _primary(self, *, fresh: bool = False) -> tuple[str, int]:
         return self.watch.primary(self._ask_sentinels, fresh=fresh)
@@ -136,7 +150,7 @@ class FollowingConnection(redis.sentinel.SentinelManagedConnection):
         self.connect_check_health(check_health=True, retry_socket_connect=False)
 
     def _failed_to_connect(self, error: Exception) -> None:
-        self.disconnect()
+        self.disconnect()  # type: ignore[no-untyped-call]
         self.watch.forget()  # the next attempt asks the sentinels again
 
     def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
@@ -147,10 +161,14 @@ class FollowingConnection(redis.sentinel.SentinelManagedConnection):
         super().connect_check_health(check_health=check_health, retry_socket_connect=False)
 
     def check_health(self) -> None:
-        if self._sock and (self.host, self.port) != self._primary():
-            self.disconnect()  # an old primary: the command goes to the new one instead
-            self.connect_check_health(check_health=False)
-        super().check_health()
+        primary = self._primary()
+        if self._sock and (self.host, self.port) != primary:
+            # Never move a connection under its caller: a WAIT must run where the write it confirms
+            # ran. This command is not sent (its outcome is known); the next one opens a connection
+            # to the new primary.
+            self.disconnect()
+            raise PrimaryMoved(f"the primary moved from {self.host}:{self.port} to {primary[0]}:{primary[1]}")
+        super().check_health()  # type: ignore[no-untyped-call]
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -18,6 +18,8 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
+from queuing_system.replication import Confirmation
+
 TOKEN_FIELD = "creation_token"  # the key in a job's meta
 RECORD_TTL = 600  # seconds a repeat of a reservation is recognised by default (a retry comes within seconds)
 MAX_CHUNK = 1000  # jobs per CREATE step: Lua's unpack() takes at most a few thousand values
@@ -118,16 +120,13 @@ def run_step(connection: redis.Redis, source: str, keys: Sequence[str], args: Se
     restarted or new primary has an empty script cache), on one connection of a non-transactional
     pipeline, so that a confirmation of replication can follow the write on that same connection."""
     sha = hashlib.sha1(source.encode()).hexdigest()
+    confirmation = Confirmation.of(connection)  # with replicas: WAIT in the same round trip (else nothing)
     for attempt in (1, 2):
-        with connection.pipeline(transaction=False) as pipeline:
-            pipeline.evalsha(sha, len(keys), *keys, *args)
-            # Replication confirmation (issue 19) goes here, after the write and on the same connection:
-            # pipeline.execute_command("WAIT", replicas, timeout_ms), its reply checked below.
-            try:
-                return pipeline.execute()[0]
-            except NoScriptError:
-                if attempt == 2:
-                    raise
+        try:
+            return confirmation.write(connection, lambda pipeline: pipeline.evalsha(sha, len(keys), *keys, *args))[0]
+        except NoScriptError:
+            if attempt == 2:
+                raise
         connection.script_load(source)
     raise AssertionError("unreachable")
 

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import signal
 import time
@@ -83,14 +84,16 @@ from queuing_system import keys
 from queuing_system.bad_data import BadKeys, bad_seconds_field, wrong_types
 from queuing_system.job_run import EVENT_CALLBACKS, JobRun, Offer, OfferedJob, now
 from queuing_system.jobs import queues_by_priority
+from queuing_system.keys import JOB_EVENTS_CHANNEL
 from queuing_system.ordered_connection import OrderedConnection
 from queuing_system.reconnect import REDIS_FAULTS, Reconnection
 from queuing_system.recovery import Upkeep
+from queuing_system.replication import Confirmation
 from queuing_system.rq_keys import RQ
 from queuing_system.rq_records import RqRecords
 from queuing_system.runner import JobRunner, ProcessorStoppedError, settlement
 from queuing_system.settings import env_float, env_int
-from queuing_system.steps import Advance, GiveBack, Settled
+from queuing_system.steps import Advance, GiveBack, Settled, Settlement
 from queuing_system.steward import LoopState, Steward
 
 log = logging.getLogger("rq.worker")
@@ -151,6 +154,7 @@ class Processor:
         self.base_queue = base_queue
         self.offer = Offer(functions, dict(EVENT_CALLBACKS if callbacks is None else callbacks))
         self.line = OrderedConnection(connection)
+        self.replicated = Confirmation.of(connection)  # with a Sentinel group: ends heard only once replicated
         self.records = RqRecords(self.rq_worker, self.line, self.offer, self.settings.lease)
         self.bad_keys = BadKeys()
         # RQ's scheduler, driven from our loop (no subprocess); named after us, so a sweep can free
@@ -261,7 +265,7 @@ class Processor:
             default_timeout=self.settings.default_timeout,
             claim=0 if stopping else self.runner.claim_size(self.settings.claim_window, self.settings.claim_max),
             start=not stopping,
-            settle=None if run is None else settlement(run, moment),
+            settle=self._unannounced(None if run is None else settlement(run, moment)),
         )
         reply = step.run(self.line.call)
         if reply.settled is Settled.NO_WORKER:
@@ -272,8 +276,8 @@ class Processor:
         if run is not None and reply.settled is Settled.RQ:
             self.records.record_success(run)
             return run, None
-        if run is not None and reply.settled is Settled.OK and run.announce is not None:
-            run.announce()
+        if run is not None and reply.settled is Settled.OK:
+            self._announce(run, step.settle)
         if run is not None and reply.settled is Settled.LOST:
             log.warning(
                 "Worker %s: job %s was taken over by a sweep (this worker was presumed dead)", self.name, run.job.id
@@ -295,6 +299,22 @@ class Processor:
             return None, None
         job.started_at = job.started_at or moment
         return None, JobRun(job=job, execution_id=started.execution_id, started_at=job.started_at)
+
+    def _unannounced(self, settle: Settlement | None) -> Settlement | None:
+        """With replicas to wait for, the step settles without publishing: the end is announced only
+        once confirmed (`_announce`), so a creator never hears an end a failover then takes back."""
+        if settle is None or not settle.event or not self.replicated.needed():
+            return settle
+        return dataclasses.replace(settle, event="", held_event=settle.event)
+
+    def _announce(self, run: JobRun, settle: Settlement | None) -> None:
+        """Once the settled end is confirmed (Unconfirmed: the loop repeats the step, which finds it
+        settled), publish what the step held back, and run a custom announcement."""
+        self.replicated.confirm(self.line.call)
+        if settle is not None and settle.held_event:
+            self.line.call("PUBLISH", JOB_EVENTS_CHANNEL, settle.held_event)
+        if run.announce is not None:
+            run.announce()
 
     def _wait_for_jobs(self) -> None:
         """Block until a job lands on the main queue (moved straight into our claims), or idle_wait passes."""

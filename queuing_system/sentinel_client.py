@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import redis
@@ -10,6 +12,7 @@ import redis.asyncio.sentinel
 import redis.sentinel
 
 from queuing_system.connection_policy import (
+    PRIMARY_CHECK_INTERVAL,
     SENTINEL_TIMEOUT,
     AsyncFollowingConnection,
     FollowingConnection,
@@ -48,14 +51,14 @@ class GroupSentinel(redis.sentinel.Sentinel):
         mid_failover: tuple[str, int] | None = None
         for sentinel in self.sentinels:
             try:
-                state = sentinel.sentinel_masters().get(service_name)
+                masters = sentinel.sentinel_masters()
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                 continue
-            if not state or not self.check_master_state(state, service_name):
+            state = masters.get(service_name) if isinstance(masters, dict) else None
+            if not state or not self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
                 continue
             address = (str(state["ip"]), int(state["port"]))
-            flags = state.get("flags", "")
-            if "failover_in_progress" not in (flags if isinstance(flags, set) else str(flags).split(",")):
+            if not _failing_over(state):
                 return address
             mid_failover = mid_failover or address
         if mid_failover is None:
@@ -68,9 +71,81 @@ class GroupPool(redis.sentinel.SentinelConnectionPool):
     (url_of() gives it back, so a twin client with other options goes to the same group)."""
 
     def __init__(self, address: SentinelAddress, **options: Any) -> None:
-        sentinel = GroupSentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))
-        super().__init__(address.master, sentinel, primary_watch=PrimaryWatch(), **options)
+        sentinel = GroupSentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))  # type: ignore[no-untyped-call]
+        self.watch = PrimaryWatch()
+        super().__init__(address.master, sentinel, primary_watch=self.watch, **options)  # type: ignore[no-untyped-call]
         self.address = address
+        self.replica_count = ReplicaCount(self)
+
+    def primary(self) -> tuple[str, int]:
+        """Where this pool's connections write now (asked of the sentinels at most once a second)."""
+        return self.watch.primary(self._ask)
+
+    def _ask(self) -> tuple[str, int]:
+        host, port = self.get_master_address()  # type: ignore[no-untyped-call]
+        return str(host), int(port)
+
+
+class ReplicaCount:
+    """How many replicas must confirm a write to the group's primary (what WAIT asks for), from
+    what the sentinels report, asked at most once a second.
+
+    The safe answer is every replica Sentinel knows (down ones too): an old primary still taking
+    writes after a replica was promoted has fewer replicas than that, so its writes are never
+    confirmed. But then writes wait, after every fault, until the old primary has been demoted
+    and resynced (10-15 s measured: Sentinel leaves a server reporting the wrong role alone for
+    ~8 s). So when a sentinel that is not in the middle of a failover names as primary the very
+    server this client writes to, that server is the primary and its replicas are known: count
+    only those Sentinel sees up, replicating (role slave) with their link up; a dead or demoted
+    old primary is not waited for. In every other case (the sentinels name another server, one
+    is mid-failover, none answers), count every known replica. Never fewer than one: an
+    acknowledged write is always on two servers (so with every replica down, nothing is confirmed).
+    """
+
+    def __init__(self, pool: GroupPool, interval: float = PRIMARY_CHECK_INTERVAL) -> None:
+        self.pool = pool
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._counted_at = float("-inf")
+        self._count = 0
+
+    def now(self) -> int:
+        with self._lock:
+            if time.monotonic() - self._counted_at >= self.interval:
+                self._count = self._ask()
+                self._counted_at = time.monotonic()
+            return self._count
+
+    def _ask(self) -> int:
+        writing_to = self.pool.primary()
+        for sentinel in self.pool.sentinel_manager.sentinels:
+            try:
+                state = sentinel.sentinel_master(self.pool.service_name)
+                replicas = sentinel.sentinel_slaves(self.pool.service_name)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError):
+                continue
+            named = (str(state["ip"]), int(state["port"]))
+            if named != writing_to or _failing_over(state):
+                return max(1, len(replicas))
+            return max(1, sum(1 for replica in replicas if _in_sync(replica)))
+        raise redis.exceptions.ConnectionError(f"no sentinel of {self.pool.service_name!r} answered")
+
+
+def _flags(state: dict[str, Any]) -> set[str]:
+    flags = state.get("flags", "")
+    return flags if isinstance(flags, set) else set(str(flags).split(","))
+
+
+def _failing_over(state: dict[str, Any]) -> bool:
+    return "failover_in_progress" in _flags(state)
+
+
+def _in_sync(replica: dict[str, Any]) -> bool:
+    return (
+        not _flags(replica) & {"s_down", "o_down", "disconnected"}
+        and replica.get("role-reported") == "slave"
+        and replica.get("master-link-status") == "ok"
+    )
 
 
 def group_client(
@@ -125,7 +200,7 @@ def group_of(client: redis.Redis) -> SentinelAddress | None:
 
 def primary_of(address: SentinelAddress) -> tuple[str, int]:
     """Where the sentinels say the primary is now (MasterNotFoundError, a ConnectionError, if none does)."""
-    sentinel = GroupSentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))
+    sentinel = GroupSentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))  # type: ignore[no-untyped-call]
     try:
         host, port = sentinel.discover_master(address.master)
         return str(host), int(port)
@@ -135,19 +210,7 @@ def primary_of(address: SentinelAddress) -> tuple[str, int]:
         sentinel.close()
 
 
-def known_replicas(client: redis.Redis) -> int:
-    """How many replicas the sentinels know for the client's group (those down for now included:
-    Sentinel remembers every replica it has seen, the old primary too once it has been demoted)."""
-    address = group_of(client)
-    if address is None:
-        return 0
-    sentinel = redis.sentinel.Sentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))
-    try:
-        for node in sentinel.sentinels:
-            try:
-                return len(node.sentinel_slaves(address.master))
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                continue
-        raise redis.exceptions.ConnectionError(f"no sentinel of {address.master!r} answered")
-    finally:
-        sentinel.close()
+def replicas_to_confirm(client: redis.Redis) -> int:
+    """What WAIT asks for on a write through `client` now (0: a plain Redis, nothing to wait for)."""
+    pool = client.connection_pool
+    return pool.replica_count.now() if isinstance(pool, GroupPool) else 0

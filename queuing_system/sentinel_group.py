@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -65,6 +66,9 @@ class SentinelGroup:
         primary = self.servers[0]
         for node in self.servers:
             lines = [f"port {node.port}", f"bind {HOST}", 'save ""', "appendonly no", f"dir {self.dir}"]
+            # A demoted or restarted primary needs a full resync before WAIT can count it again; Redis 7
+            # waits 5 s by default before starting one (for more replicas to share it): start at once.
+            lines.append("repl-diskless-sync-delay 0")
             lines += [f"logfile {self.dir / node.name}.log", f"dbfilename {node.name}.rdb"]
             if node is not primary:
                 lines.append(f"replicaof {HOST} {primary.port}")
@@ -123,14 +127,14 @@ class SentinelGroup:
     # -- what Sentinel says ------------------------------------------------------------------
     def primary(self) -> Node:
         """The server every sentinel names as the primary (EmbeddedRedisError while they disagree)."""
-        named = set()
+        named: set[int | None] = set()
         for node in self.sentinels:
             answer = self._ask(node, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
-            named.add(tuple(answer) if isinstance(answer, list) else None)
-        if len(named) != 1 or None in named:
+            named.add(int(answer[1]) if isinstance(answer, list) else None)
+        port = named.pop() if len(named) == 1 else None
+        if port is None:
             raise EmbeddedRedisError(f"the sentinels do not agree on a primary: {sorted(map(str, named))}")
-        (_, port), *_ = named
-        return next(node for node in self.servers if node.port == int(port))
+        return next(node for node in self.servers if node.port == port)
 
     def settled(self) -> bool:
         """Every sentinel names the same live primary, sees every replica and the other sentinels,
@@ -164,7 +168,7 @@ class SentinelGroup:
         return self.primary()
 
     @staticmethod
-    def _ask(node: Node, *command: str) -> object:
+    def _ask(node: Node, *command: str) -> Any:
         client = node.client()
         try:
             return client.execute_command(*command)

@@ -96,6 +96,7 @@ class Settlement:
     ended_at: datetime
     return_value: str = ""  # base64 of the serialized value, as RQ's Result stores it ('' for None)
     event: str = ""  # the job event to publish once settled ('' for none)
+    held_event: str = ""  # the event the processor publishes itself once the end is replicated (not an ARGV)
 
     def args(self) -> list[Arg]:
         return [

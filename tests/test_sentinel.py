@@ -99,7 +99,7 @@ def test_a_group_nobody_answers_for_is_the_not_connected_line(closed_url: str) -
 def test_with_a_plain_redis_confirmation_sends_nothing(redis_url: str, r: redis.Redis) -> None:
     client = connect(redis_url)
     confirmation = Confirmation.for_client(client)
-    assert confirmation.replicas == 0
+    assert confirmation.needed() == 0
     r.config_resetstat()
     assert confirmation.write(client, lambda pipe: pipe.set("k", "v")) == [True]
     assert "cmdstat_wait" not in r.info("commandstats")
@@ -166,7 +166,7 @@ def test_lessons_and_redis_cli_run_on_a_group(group: SentinelGroup) -> None:
 def test_a_write_is_confirmed_by_every_replica(group: SentinelGroup) -> None:
     client = connect(group.url)
     confirmation = Confirmation.for_client(client)
-    assert confirmation.replicas == 2  # every replica the sentinels know
+    assert confirmation.needed() == 2  # both replicas, in sync
     assert confirmation.write(client, lambda pipe: pipe.set("k", "v")) == [True]
     for node in group.servers:
         assert node.client().get("k") == "v"  # WAIT: each replica has it when the write is acknowledged
