@@ -346,7 +346,8 @@ def test_a_redis_for_the_lessons_and_redis_cli_against_it() -> None:
         assert run_script("-m", ["queuing_system.redis_cli", "SET", "Holberton", "School"], env={"REDIS_URL": url})[
             :2
         ] == (0, ["OK"])
-        assert redis.Redis.from_url(url, decode_responses=True).get("Holberton") == "School"
+        with redis.Redis.from_url(url, decode_responses=True) as client:
+            assert client.get("Holberton") == "School"
         assert run_script("1_redis_op.py", env={"REDIS_URL": url})[1][1] == "School"
         server.signal(signal.SIGINT)
         assert server.wait(10) == 0
