@@ -140,6 +140,8 @@ def test_url_of_keeps_the_verification_mode() -> None:
     """Verification off stays off, and a twin of a verifying client verifies (never trusts more)."""
     lax = redis.Redis.from_url("rediss://localhost:1/0?ssl_cert_reqs=none&ssl_check_hostname=false")
     assert url_of(lax) == "rediss://localhost:1/0?ssl_cert_reqs=none&ssl_check_hostname=false"
+    unset = redis.Redis(host="localhost", port=1, ssl=True, ssl_cert_reqs=None)  # None: verify nothing
+    assert url_of(unset) == "rediss://localhost:1/0?ssl_cert_reqs=none"
     strict = redis.Redis(host="localhost", port=1, ssl=True, ssl_cert_reqs=ssl.CERT_REQUIRED, ssl_ca_certs="/ca.pem")
     assert url_of(strict) == "rediss://localhost:1/0?ssl_cert_reqs=required&ssl_ca_certs=/ca.pem"
     with pytest.raises(ValueError, match="ssl_ca_data cannot be carried in a URL"):
