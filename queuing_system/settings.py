@@ -220,8 +220,10 @@ def _tls_query(kwargs: Mapping[str, Any]) -> list[tuple[str, str]]:
         for name, parameter in inspect.signature(redis.SSLConnection.__init__).parameters.items()
         if name.startswith("ssl_")
     }
-    query = []
+    query: list[tuple[str, str]] = []
     for name, value in kwargs.items():
+        if name == "ssl_cert_reqs" and value is None:
+            value = ssl.CERT_NONE  # redis-py reads None as "verify nothing"
         if not name.startswith("ssl_") or value is None or value == defaults.get(name):
             continue
         if isinstance(value, bool):

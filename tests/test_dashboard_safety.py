@@ -20,6 +20,7 @@ from queuing_system.embedded import free_port
 from queuing_system.jobs import enqueue, job_queue
 from queuing_system.keys import PROCESS_7, QUEUE_7
 from queuing_system.processes import ScriptProcess
+from queuing_system.settings import shown_url
 from tests.job_helpers import fetch
 
 # What a browser sends with a request another site's page makes: a form POST, an <img src>.
@@ -392,3 +393,20 @@ def test_what_others_wrote_in_redis_never_breaks_a_page(redis_url, rq_connection
     assert pages == [200, 200]
     assert queue.get_job_ids() == [good.id, odd_meta.id, garbled.id, string_job.id, "999"]  # reading wrote nothing
     assert server.stderr == "" and server.lines[1:] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:TopSecret-42@h:6379/0", "redis://:***@h:6379/0"),
+        ("redis://alice:p%40ss@h:6379/0", "redis://alice:***@h:6379/0"),
+        ("redis://:a@b@h:6379/0", "redis://:***@h:6379/0"),  # an unquoted @ in the password
+        ("redis://alice@h:6379/0", "redis://alice@h:6379/0"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+        ("rediss://h/0?ssl_ca_certs=/ca.pem&ssl_password=k3y", "rediss://h/0?ssl_ca_certs=/ca.pem&ssl_password=***"),
+        ("unix:///run/redis.sock?db=0&password=s3cret", "unix:///run/redis.sock?db=0&password=***"),
+        ("redis+sentinel://:pw@s1:26379,s2:26379/mymaster/0", "redis+sentinel://:***@s1:26379,s2:26379/mymaster/0"),
+    ],
+)
+def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
