@@ -37,7 +37,7 @@ from queuing_system.keys import AVAILABLE_SEATS, SEAT_QUEUE
 from queuing_system.replication import Confirmation
 from queuing_system.serving import add_server_options, on_exit, run_server
 from queuing_system.settings import connect, url_of
-from queuing_system.web import PerThreadClient, ServerBusyError, idempotent, json_app, said, server_client
+from queuing_system.web import PerThreadClient, idempotent, json_app, said
 from queuing_system.worker import BackgroundProcessing, configure_logging
 
 INITIAL_SEATS = 50
@@ -189,7 +189,9 @@ def create_app(client: redis.Redis | None = None, *, verbose: bool = False, init
     """
     client = client or PerThreadClient()
     url = url_of(client)
-    queue = job_queue(SEAT_QUEUE, server_client(url, decode_responses=False))
+    # Each request thread enqueues on a connection of its own (RQ reads bytes): a replication check
+    # (WAIT) can follow the enqueue on the same connection.
+    queue = job_queue(SEAT_QUEUE, PerThreadClient(url, decode_responses=False))
     # Only the seat job runs here; its end is printed by the callbacks below, once it is stored.
     processing = BackgroundProcessing(
         SEAT_QUEUE,
@@ -238,8 +240,8 @@ def create_app(client: redis.Redis | None = None, *, verbose: bool = False, init
             return jsonify({"status": "Reservation are blocked"})
         try:
             enqueue_seat_job(queue)
-        except (ServerBusyError, OutcomeUnknownError):
-            raise  # a JSON 503: every connection in use (Redis is fine), or Redis away (the not-connected line)
+        except OutcomeUnknownError:
+            raise  # Redis away mid-enqueue: a JSON 503 (and the not-connected line), the job queued or not
         except REDIS_DOWN as error:
             not_connected(error)
             return jsonify({"status": "Reservation failed"})  # no job was created

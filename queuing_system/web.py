@@ -1,13 +1,11 @@
-"""What both Flask apps (9_stock, 100_seat) share: every answer JSON, and Redis connections sized to the server
-(one per request thread, or a pool as large as the threads with a bounded wait).
+"""What both Flask apps (9_stock, 100_seat) share: every answer JSON, and a Redis connection per request thread.
 
 Every answer is JSON: unknown routes and methods get a JSON 404/405, OPTIONS a
 JSON 200 with its Allow header, a Redis that is away a JSON 503 (and the
 not-connected line on the console; the client reconnects by itself on a later
 request), a Redis that answers with an error (out of memory, busy with a script,
 read-only, …) a JSON 503 naming it (and a line on the console, at most one a
-second), a server whose every connection is busy a JSON 503 saying so (no
-console line: Redis is fine), and anything unexpected a JSON 500 — never an
+second), and anything unexpected a JSON 500 — never an
 HTML page, never a traceback on the console. How the apps are served is
 `serving.py`.
 
@@ -28,12 +26,11 @@ import redis
 from flask import Flask, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from redis.commands.core import Script
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, ResponseError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from queuing_system.console import REDIS_DOWN, clean, not_connected, say
-from queuing_system.settings import connect, env_int
+from queuing_system.settings import connect
 
 T = TypeVar("T")
 
@@ -41,28 +38,10 @@ DEFAULT_PORT = 1245
 # A product id in a URL, as the original's parseInt read it: digits, leading zeros too ("01" is 1),
 # of sane length. Anything else ("1.5", "2abc", "-1") is an id of no product.
 ID_PATTERN = re.compile(r"[0-9]{1,12}")
-# How long a request waits for a free Redis connection before it is answered "busy".
-CONNECTION_WAIT = 5.0
 
 
 def parse_id(raw: str) -> int | None:
     return int(raw) if ID_PATTERN.fullmatch(raw) else None
-
-
-class ServerBusyError(RedisConnectionError):
-    """Every Redis connection of this server process stayed in use for CONNECTION_WAIT seconds."""
-
-
-class _BoundedPool(redis.BlockingConnectionPool):
-    """redis-py's blocking pool, saying "busy" rather than the ConnectionError it shares with "Redis is down"."""
-
-    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
-        except RedisConnectionError as error:
-            if str(error) == "No connection available.":  # redis-py's words for a wait that timed out
-                raise ServerBusyError("every Redis connection of this server is in use") from None
-            raise
 
 
 # What a Redis error reply means, in a few words, by its code (the first word Redis sends).
@@ -103,8 +82,6 @@ def idempotent(step: Callable[[], T], patience: float = 0.0) -> T:
     while True:
         try:
             return step()
-        except ServerBusyError:
-            raise  # no connection of ours was free: repeating would only wait again
         except REDIS_DOWN:
             delay = REPEAT_DELAYS[min(attempt, len(REPEAT_DELAYS) - 1)]
             attempt += 1
@@ -113,37 +90,19 @@ def idempotent(step: Callable[[], T], patience: float = 0.0) -> T:
             time.sleep(delay)
 
 
-def request_threads() -> int:
-    """How many requests a server process serves at once (the serving command sets it for its workers)."""
-    return env_int("QUEUING_SERVER_THREADS", 32, 1, 1024)
-
-
-def server_client(url: str | None = None, *, decode_responses: bool = True) -> redis.Redis:
-    """A client for a server process: one connection per request thread (so none waits for one),
-    at most a few more; past that a request waits CONNECTION_WAIT seconds, then is answered busy."""
-    base = connect(url, decode_responses=decode_responses, retries=0)
-    pool = _BoundedPool(  # type: ignore[no-untyped-call]
-        max_connections=request_threads() + 4,
-        timeout=CONNECTION_WAIT,
-        connection_class=base.connection_pool.connection_class,
-        **base.connection_pool.connection_kwargs,
-    )
-    base.connection_pool.disconnect()
-    return redis.Redis(connection_pool=pool)
-
-
 class PerThreadClient:
     """A Redis client per request thread, each with a connection of its own (redis-py's
     `single_connection_client`): as many connections as the server has threads, and no pool to
     take a connection from and give it back to on every command, which here cost half of a
     GET's CPU. Use it like a `redis.Redis` (a `register_script` works per thread too)."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, *, decode_responses: bool = True) -> None:
         self._url = url
+        self._decode = decode_responses
         self._local = threading.local()
         # Connects only when used (a thread's own client connects at once): what needs no connection
         # (the encoder a script is encoded with) comes from here, so building an app touches no Redis.
-        self._unconnected = connect(url, retries=0)
+        self._unconnected = connect(url, decode_responses=decode_responses, retries=0)
 
     def get_encoder(self) -> Any:
         return self._unconnected.get_encoder()
@@ -156,7 +115,9 @@ class PerThreadClient:
     def _client(self) -> redis.Redis:
         client = getattr(self._local, "client", None)
         if client is None:
-            client = self._local.client = connect(self._url, single_connection=True, retries=0)
+            client = self._local.client = connect(
+                self._url, decode_responses=self._decode, single_connection=True, retries=0
+            )
         return client
 
     def __getattr__(self, name: str) -> Any:
@@ -205,10 +166,6 @@ def json_app(name: str) -> Flask:
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
-
-    @app.errorhandler(ServerBusyError)
-    def busy(error: ServerBusyError) -> Response:
-        return _answer("Server busy, try again shortly", 503, **{"Retry-After": "1"})
 
     @app.errorhandler(REDIS_DOWN[0])
     @app.errorhandler(REDIS_DOWN[1])

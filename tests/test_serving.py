@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from queuing_system import web
 from queuing_system.embedded import free_port
 from queuing_system.http_requests import request, request_raw
 from queuing_system.processes import ScriptProcess
@@ -311,22 +310,6 @@ def test_granian_answers_some_malformed_requests_itself_with_an_empty_body(redis
     assert itself == GRANIAN_ITSELF
     for name in MALFORMED.keys() - GRANIAN_ITSELF.keys():
         assert answers[name][1] == "application/json", name
-
-
-def test_a_server_out_of_connections_says_it_is_busy(redis_url, monkeypatch) -> None:
-    monkeypatch.setenv("QUEUING_SERVER_THREADS", "1")
-    monkeypatch.setattr(web, "CONNECTION_WAIT", 0.2)
-    client = web.server_client()
-    held = [client.connection_pool.get_connection() for _ in range(5)]  # one thread + 4 spare, all taken
-    response = stock.create_app(client).test_client().get("/list_products/1")
-    assert (response.status_code, response.get_json(), response.headers["Retry-After"]) == (
-        503,
-        {"status": "Server busy, try again shortly"},
-        "1",
-    )
-    for connection in held:
-        client.connection_pool.release(connection)
-    assert stock.create_app(client).test_client().get("/list_products/1").get_json() == PRODUCT_1
 
 
 @pytest.mark.slow
