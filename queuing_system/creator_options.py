@@ -100,9 +100,8 @@ def create_or_explain(
     except EnqueueInterruptedError as stop:
         made = len(stop.created)
         which = f" (ids {id_ranges([job.id for job in stop.created])})" if made else ""
-        rest = f"jobs {made + 1}-{stop.wanted}" if stop.wanted - made > 1 else f"job {stop.wanted}"
         print(
-            f"Gave up: {stop.why}; created {made} of {stop.wanted} jobs{which}; not created: {rest} of the list",
+            f"Gave up: {stop.why}; created {made} of {stop.wanted} jobs{which}, not the other {stop.wanted - made}",
             file=sys.stderr,
             flush=True,
         )

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import redis
 from redis.exceptions import ResponseError
 from rq import Callback, Queue
 from rq.job import Job
@@ -43,11 +42,6 @@ ON_FAILURE = "queuing_system.events.on_failure"
 def new_token() -> str:
     """What tells one creator run's jobs from any other's, whatever their ids."""
     return secrets.token_hex(16)
-
-
-def next_job_id(connection: redis.Redis) -> str:
-    """Kue-style ids: 1, 2, 3, … across runs, from one counter."""
-    return str(connection.incr(JOB_ID_COUNTER))
 
 
 class _Batch:
