@@ -33,6 +33,7 @@ from queuing_system.job_settings import JobSettings
 from queuing_system.keys import JOB_CREATION_RECORD, JOB_ID_COUNTER
 from queuing_system.queues import queue_for_priority
 from queuing_system.refusals import refusal
+from queuing_system.replication import Confirmation
 
 # The job-event callbacks every job carries (RQ's own workers and sweeps call them; ours settle
 # them in the same atomic step that stores the end).
@@ -46,8 +47,9 @@ def new_token() -> str:
 
 
 def next_job_id(connection: redis.Redis) -> str:
-    """Kue-style ids: 1, 2, 3, … across runs, from one counter."""
-    return str(connection.incr(JOB_ID_COUNTER))
+    """Kue-style ids: 1, 2, 3, … across runs, from one counter. With a Sentinel group the id is handed
+    out only once replicated: a failover that took the increment back would hand it out again."""
+    return str(Confirmation.of(connection).run(connection, lambda on: on.incr(JOB_ID_COUNTER)))
 
 
 class _Batch:
