@@ -130,7 +130,7 @@ class FollowingConnection(redis.sentinel.SentinelManagedConnection):
     connect_retries = 2
 
     def __init__(self, **kwargs: Any) -> None:
-        self.watch: PrimaryWatch = kwargs.pop("primary_watch")
+        self.watch: PrimaryWatch = kwargs.pop("sentinel_group").watch  # sentinel_client.GroupLink
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
 
     def _primary(self, *, fresh: bool = False) -> tuple[str, int]:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import redis
 from redis.exceptions import ResponseError
 from rq import Callback, Queue
 from rq.job import Job
@@ -32,6 +33,7 @@ from queuing_system.job_settings import JobSettings
 from queuing_system.keys import JOB_CREATION_RECORD, JOB_ID_COUNTER
 from queuing_system.queues import queue_for_priority
 from queuing_system.refusals import refusal
+from queuing_system.replication import Confirmation
 
 # The job-event callbacks every job carries (RQ's own workers and sweeps call them; ours settle
 # them in the same atomic step that stores the end).
@@ -42,6 +44,12 @@ ON_FAILURE = "queuing_system.events.on_failure"
 def new_token() -> str:
     """What tells one creator run's jobs from any other's, whatever their ids."""
     return secrets.token_hex(16)
+
+
+def next_job_id(connection: redis.Redis) -> str:
+    """Kue-style ids: 1, 2, 3, … across runs, from one counter. With a Sentinel group the id is handed
+    out only once replicated: a failover that took the increment back would hand it out again."""
+    return str(Confirmation.of(connection).run(connection, lambda on: on.incr(JOB_ID_COUNTER)))
 
 
 class _Batch:

@@ -13,6 +13,7 @@ from queuing_system.enqueue import (
     EnqueueInterruptedError,
     enqueue,
     enqueue_many,
+    next_job_id,
 )
 from queuing_system.job_settings import MAX_ATTEMPTS, MAX_BACKOFF, MAX_DELAY, JobSettings, no_retry
 from queuing_system.queues import Priority, job_queue, priority_queue_name, queue_connection, queues_by_priority
@@ -33,6 +34,7 @@ __all__ = [
     "enqueue_many",
     "job_queue",
     "job_settings",
+    "next_job_id",
     "no_retry",
     "priority_queue_name",
     "queue_connection",

@@ -66,24 +66,29 @@ class GroupSentinel(redis.sentinel.Sentinel):
         return mid_failover
 
 
-class GroupPool(redis.sentinel.SentinelConnectionPool):
-    """redis-py's Sentinel pool with our connections, remembering the address it was made from
-    (url_of() gives it back, so a twin client with other options goes to the same group)."""
+class GroupLink:
+    """What the connections of one client of a group share: its address (url_of() gives it back, so
+    a twin client goes to the same group), its sentinels, where the primary is, how many replicas
+    must confirm a write. It travels in the connection kwargs (`sentinel_group`), so a pool someone
+    builds from a client's connection class and kwargs (web.server_client does) is still the group's."""
 
-    def __init__(self, address: SentinelAddress, **options: Any) -> None:
-        sentinel = GroupSentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))  # type: ignore[no-untyped-call]
-        self.watch = PrimaryWatch()
-        super().__init__(address.master, sentinel, primary_watch=self.watch, **options)  # type: ignore[no-untyped-call]
+    def __init__(self, address: SentinelAddress) -> None:
         self.address = address
+        self.sentinel = GroupSentinel(list(address.sentinels), sentinel_kwargs=_sentinel_options(address))  # type: ignore[no-untyped-call]
+        self.watch = PrimaryWatch()
         self.replica_count = ReplicaCount(self)
 
     def primary(self) -> tuple[str, int]:
-        """Where this pool's connections write now (asked of the sentinels at most once a second)."""
-        return self.watch.primary(self._ask)
+        """Where the connections write now (asked of the sentinels at most once a second)."""
+        return self.watch.primary(lambda: self.sentinel.discover_master(self.address.master))
 
-    def _ask(self) -> tuple[str, int]:
-        host, port = self.get_master_address()  # type: ignore[no-untyped-call]
-        return str(host), int(port)
+
+class GroupPool(redis.sentinel.SentinelConnectionPool):
+    """redis-py's Sentinel pool with our connections (FollowingConnection) and their GroupLink."""
+
+    def __init__(self, address: SentinelAddress, **options: Any) -> None:
+        self.link = GroupLink(address)
+        super().__init__(address.master, self.link.sentinel, sentinel_group=self.link, **options)  # type: ignore[no-untyped-call]
 
 
 class ReplicaCount:
@@ -102,8 +107,8 @@ class ReplicaCount:
     acknowledged write is always on two servers (so with every replica down, nothing is confirmed).
     """
 
-    def __init__(self, pool: GroupPool, interval: float = PRIMARY_CHECK_INTERVAL) -> None:
-        self.pool = pool
+    def __init__(self, link: GroupLink, interval: float = PRIMARY_CHECK_INTERVAL) -> None:
+        self.link = link
         self.interval = interval
         self._lock = threading.Lock()
         self._counted_at = float("-inf")
@@ -117,18 +122,21 @@ class ReplicaCount:
             return self._count
 
     def _ask(self) -> int:
-        writing_to = self.pool.primary()
-        for sentinel in self.pool.sentinel_manager.sentinels:
+        writing_to = self.link.primary()
+        master = self.link.address.master
+        for sentinel in self.link.sentinel.sentinels:
             try:
-                state = sentinel.sentinel_master(self.pool.service_name)
-                replicas = sentinel.sentinel_slaves(self.pool.service_name)
+                state = sentinel.sentinel_master(master)
+                replicas = sentinel.sentinel_slaves(master)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError):
+                continue
+            if not isinstance(state, dict) or not isinstance(replicas, list):
                 continue
             named = (str(state["ip"]), int(state["port"]))
             if named != writing_to or _failing_over(state):
                 return max(1, len(replicas))
             return max(1, sum(1 for replica in replicas if _in_sync(replica)))
-        raise redis.exceptions.ConnectionError(f"no sentinel of {self.pool.service_name!r} answered")
+        raise redis.exceptions.ConnectionError(f"no sentinel of {master!r} answered")
 
 
 def _flags(state: dict[str, Any]) -> set[str]:
@@ -194,8 +202,13 @@ def _sentinel_options_async(address: SentinelAddress) -> dict[str, Any]:
 
 def group_of(client: redis.Redis) -> SentinelAddress | None:
     """The group a client of ours talks to (None: a plain Redis)."""
-    pool = client.connection_pool
-    return pool.address if isinstance(pool, GroupPool) else None
+    link = _link_of(client)
+    return link.address if link is not None else None
+
+
+def _link_of(client: redis.Redis) -> GroupLink | None:
+    link = client.connection_pool.connection_kwargs.get("sentinel_group")
+    return link if isinstance(link, GroupLink) else None
 
 
 def primary_of(address: SentinelAddress) -> tuple[str, int]:
@@ -212,5 +225,5 @@ def primary_of(address: SentinelAddress) -> tuple[str, int]:
 
 def replicas_to_confirm(client: redis.Redis) -> int:
     """What WAIT asks for on a write through `client` now (0: a plain Redis, nothing to wait for)."""
-    pool = client.connection_pool
-    return pool.replica_count.now() if isinstance(pool, GroupPool) else 0
+    link = _link_of(client)
+    return link.replica_count.now() if link is not None else 0
