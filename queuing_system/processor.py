@@ -64,6 +64,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import logging
 import signal
 import time
@@ -82,6 +83,7 @@ from rq.worker import BaseWorker
 
 from queuing_system import keys
 from queuing_system.bad_data import BadKeys, bad_seconds_field, wrong_types
+from queuing_system.idle import LOOK_EVERY, IdleTurns, QueueWatch
 from queuing_system.job_run import EVENT_CALLBACKS, JobRun, Offer, OfferedJob, now
 from queuing_system.jobs import queues_by_priority
 from queuing_system.keys import JOB_EVENTS_CHANNEL
@@ -101,9 +103,9 @@ log = logging.getLogger("rq.worker")
 
 @dataclass(frozen=True)
 class ProcessorSettings:
-    # Seconds an idle worker blocks on its queue before looking around (maintenance, the scheduler,
-    # jobs on the priority siblings, a stop request).
-    idle_wait: int = field(default_factory=lambda: env_int("QUEUING_DEQUEUE_TIMEOUT", 1, 1, 60))
+    # Seconds an idle processor's waiter blocks on its queues at a time (it wakes at once for a job on
+    # any of them, or a stop): longer is quieter on Redis (the steward keeps the lease meanwhile).
+    idle_wait: int = field(default_factory=lambda: env_int("QUEUING_DEQUEUE_TIMEOUT", 30, 1, 60))
     # Seconds between sweeps for the claims and jobs of dead workers.
     maintenance_interval: int = field(default_factory=lambda: env_int("QUEUING_MAINTENANCE_INTERVAL", 5, 1, 600))
     # Seconds a worker that stops touching Redis is still presumed alive.
@@ -137,6 +139,7 @@ class Processor:
         settings: ProcessorSettings | None = None,
         in_thread: bool = False,
         watch_parent: bool = False,
+        turns: IdleTurns | None = None,
     ) -> None:
         self.settings = settings or ProcessorSettings()
         self.in_thread = in_thread
@@ -157,6 +160,10 @@ class Processor:
         self.replicated = Confirmation.of(connection)  # with a Sentinel group: ends heard only once replicated
         self.records = RqRecords(self.rq_worker, self.line, self.offer, self.settings.lease)
         self.bad_keys = BadKeys()
+        # Idle, one worker of the processor waits on Redis for all (`turns`, shared by its processes).
+        self.turns = turns or IdleTurns()
+        queue_keys = [RQ.queue(name) for name in self.rq_worker.queue_names()]
+        self.watch = QueueWatch(connection, queue_keys, keys.claimed_key(self.name))
         # RQ's scheduler, driven from our loop (no subprocess); named after us, so a sweep can free
         # the locks of a dead worker's scheduler.
         scheduler = RQScheduler(
@@ -169,6 +176,7 @@ class Processor:
         self.upkeep = Upkeep(self.records, scheduler, self.settings.maintenance_interval, self.bad_keys)
         self._pristine_job = OfferedJob(connection=connection, serializer=JSONSerializer)
         self._registered = False
+        self._look_again = False  # a step left claims we must look at before going idle
         self.state = LoopState()
         self.runner = JobRunner(
             self.offer,
@@ -210,11 +218,12 @@ class Processor:
                     pending, next_job = self._advance(pending)
                     reconnection.succeeded()
                     if next_job is None:
-                        if pending is not None:
-                            continue  # its settling needs another step (see _advance)
+                        if pending is not None or self._look_again:
+                            self._look_again = False
+                            continue  # its settling needs another step, or our claims another look
                         if self.state.stopping or burst:
                             break
-                        self._wait_for_jobs()
+                        self._idle()
                         continue
                     worked = True
                     pending = self.runner.run(next_job)
@@ -241,6 +250,7 @@ class Processor:
             self.upkeep.leave()
             self.rq_worker.register_death()
         self.line.reset()
+        self.watch.close()
         self.upkeep.close()
 
     def register(self) -> None:
@@ -271,7 +281,7 @@ class Processor:
         if reply.settled is Settled.NO_WORKER:
             # Our key expired: register again. If no sweep has taken our claims and job in hand yet,
             # they are still ours and the next step settles them.
-            self._registered = False
+            self._registered, self._look_again = False, True
             return run, None
         if run is not None and reply.settled is Settled.RQ:
             self.records.record_success(run)
@@ -296,6 +306,7 @@ class Processor:
             reason = f"{type(error).__name__}: {error}"
         if reason is not None:
             self.records.fail_unreadable(job.id, started.execution_id, reason)
+            self._look_again = True  # the rest of our claims
             return None, None
         job.started_at = job.started_at or moment
         return None, JobRun(job=job, execution_id=started.execution_id, started_at=job.started_at)
@@ -316,17 +327,37 @@ class Processor:
         if run.announce is not None:
             run.announce()
 
-    def _wait_for_jobs(self) -> None:
-        """Block until a job lands on the main queue (moved straight into our claims), or idle_wait passes."""
-        queue, claimed = RQ.queue(self.base_queue), keys.claimed_key(self.name)
+    def _idle(self) -> None:
+        """Nothing to run: wait for work, quietly (see idle.py). Returns when jobs may be there (for us
+        to claim), or on a stop. Only the waiter sweeps for the others meanwhile."""
+        rings = self.turns.rings
+        while not self.state.stopping and self.turns.rings == rings:
+            waiter = self.turns.take_seat()
+            try:
+                self.upkeep.when_due(idle=True, sweep=waiter)
+                if not waiter:
+                    self.state.stop_event.wait(LOOK_EVERY)
+                elif self._watch_queues():
+                    self.turns.ring()
+                    return
+            finally:
+                if waiter:
+                    self.turns.leave_seat()
+
+    def _watch_queues(self) -> bool:
+        """Block on all our queues (a job lands: True, straight in our claims); a queue of the wrong type
+        is named and the others still watched."""
         try:
-            self.line.call("BLMOVE", queue, claimed, "LEFT", "RIGHT", self.settings.idle_wait)
+            tick = functools.partial(self.upkeep.when_due, idle=True, sweep=True)
+            return self.watch.wait(self.settings.idle_wait, self.state.stop_event, tick)
         except ResponseError:
-            problems = wrong_types(self.connection, {queue: "list", claimed: "list"})
+            keys_used = {RQ.queue(name): "list" for name in self.rq_worker.queue_names()}
+            problems = wrong_types(self.connection, keys_used | {keys.claimed_key(self.name): "list"})
             if not problems:
                 raise
-            self.bad_keys.report(problems)  # the main queue (or our claims) has the wrong type: look again later
+            self.bad_keys.report(problems)
             self.state.stop_event.wait(self.settings.idle_wait)
+            return False
 
     # -- stopping --------------------------------------------------------------------------------
 
