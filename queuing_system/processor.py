@@ -69,6 +69,7 @@ import contextlib
 import copy
 import logging
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -325,7 +326,9 @@ class Processor:
             if self.state.in_job and not self.in_thread:
                 raise ProcessorStoppedError("Processor stopped before the job finished")
             return
-        self.request_stop_from_thread()
+        # Not here: this handler may have interrupted this very thread inside a wait on the stop event
+        # (or inside the lock of a wait), and setting it here would deadlock.
+        threading.Thread(target=self.request_stop_from_thread, name="stop", daemon=True).start()
 
     def request_stop_from_thread(self) -> None:
         """A warm stop, safe from any thread: the job in hand is finished, the rest given back."""
