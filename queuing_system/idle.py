@@ -11,6 +11,7 @@ seconds, plus each worker's lease and the upkeep at its idle pace, however many 
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import threading
@@ -19,7 +20,11 @@ from typing import Any
 
 import redis
 from redis.connection import ConnectionInterface
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
+
+from queuing_system.bad_data import BadKeys, wrong_types
+from queuing_system.recovery import Upkeep
+from queuing_system.steward import LoopState
 
 # How often a worker waiting on the machine looks at the waiter's bell (and at a stop request).
 LOOK_EVERY = 0.05
@@ -78,10 +83,14 @@ class QueueWatch:
     moves straight into `claimed` (BLMOVE: never through our hands), the other waits are cut short."""
 
     def __init__(self, client: redis.Redis, queue_keys: Sequence[str], claimed: str) -> None:
-        self._client = client
+        self.client = self._client = client
         self._queue_keys = list(queue_keys)
         self._claimed = claimed
         self._connections: dict[str, tuple[ConnectionInterface, int]] = {}
+
+    def keys_used(self) -> dict[str, str]:
+        """The keys it blocks on and moves into, with the type each must have."""
+        return {key: "list" for key in [*self._queue_keys, self._claimed]}
 
     def _connection(self, key: str) -> tuple[ConnectionInterface, int]:
         if key not in self._connections:
@@ -157,3 +166,53 @@ class QueueWatch:
     def close(self) -> None:
         for key in list(self._connections):
             self._drop(key)
+
+
+class IdleWait:
+    """A worker with nothing to run: waits for work, quietly. The waiter (whoever takes the seat) blocks
+    on all its queues and does the upkeep meanwhile; the others wait on the machine for its bell."""
+
+    def __init__(
+        self,
+        turns: IdleTurns,
+        watch: QueueWatch,
+        upkeep: Upkeep,
+        bad_keys: BadKeys,
+        state: LoopState,
+        idle_wait: int,
+    ) -> None:
+        self.turns, self.watch, self.upkeep, self.bad_keys = turns, watch, upkeep, bad_keys
+        self.state, self.idle_wait = state, idle_wait
+
+    def until_work(self) -> None:
+        """Return when jobs may be there (for us to claim), or on a stop."""
+        rings = self.turns.rings
+        while not self.state.stopping and self.turns.rings == rings:
+            waiter = self.turns.take_seat()
+            try:
+                self.upkeep.when_due(idle=True, sweep=waiter)
+                if not waiter:
+                    self.state.stop_event.wait(LOOK_EVERY)
+                elif self._watch_queues():
+                    self.turns.ring()
+                    return
+            finally:
+                if waiter:
+                    self.turns.leave_seat()
+
+    def _watch_queues(self) -> bool:
+        """Block on all our queues (a job lands: True, straight in our claims); a queue of the wrong type
+        is named, and looked at again a wait later."""
+        try:
+            tick = functools.partial(self.upkeep.when_due, idle=True, sweep=True)
+            return self.watch.wait(self.idle_wait, self.state.stop_event, tick)
+        except ResponseError:
+            problems = wrong_types(self.watch.client, self.watch.keys_used())
+            if not problems:
+                raise
+            self.bad_keys.report(problems)
+            self.state.stop_event.wait(self.idle_wait)
+            return False
+
+    def close(self) -> None:
+        self.watch.close()

@@ -9,6 +9,9 @@ Read it top to bottom; the loop is `Processor.work()`. Where each part lives:
     rq_records.py         ends RQ records itself (failures, retries, dependents), through the held RQ worker
     recovery.py           the sweep for dead workers' claims and jobs; RQ's scheduler and registry upkeep
     steward.py            the thread beside the loop (lease, slow jobs, stop) and the state they share
+    idle.py               waiting for work quietly: one waiter per processor, on all its queues at once
+    bad_data.py           jobs and keys someone else wrote that cannot be used (named, failed, left alone)
+    reconnect.py          riding out Redis away or refusing: one line per attempt, capped backoff
     ordered_connection.py the loop's one connection, used strictly in order
 
 1. Claim.   Jobs move from their queue into this worker's claim list
@@ -16,8 +19,9 @@ Read it top to bottom; the loop is `Processor.work()`. Where each part lives:
             client's hands: a processor killed at any instant cannot lose a job.
             The claim is the worker's fair share of the backlog (at most
             `claim_max`), so a short queue is still shared between workers.
-            An idle worker blocks on its main queue with BLMOVE, which moves
-            the job straight into its claim list.
+            Idle, one worker of the processor blocks on all its queues with
+            BLMOVE, which moves a job straight into its claim list, and rings
+            for the others (idle.py).
 2. Run.     The next claimed job is started (RQ's execution, started registry,
             job status) in the same Lua step that settles the previous one:
             one round trip per job. Only functions the processor offers run;
@@ -31,8 +35,8 @@ Read it top to bottom; the loop is `Processor.work()`. Where each part lives:
             once RQ has stored the failure.
 4. Recover. A worker is alive while its RQ worker key exists; every step re-arms
             its expiry (the lease) and a steward thread re-arms it during long
-            jobs. When a worker dies, its key expires; the next maintenance
-            sweep of any worker gives its claims back to the front of their
+            jobs (and while idle). When a worker dies, its key expires; the next
+            recovery sweep of any worker gives its claims back to the front of their
             queues (they were never started: they do not fail) and fails or
             retries the one job it was running, through RQ. So a job can only
             run twice if its processor died while running it (at-least-once).
@@ -64,9 +68,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import functools
 import logging
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -82,8 +86,8 @@ from rq.timeouts import TimerDeathPenalty, UnixSignalDeathPenalty
 from rq.worker import BaseWorker
 
 from queuing_system import keys
-from queuing_system.bad_data import BadKeys, bad_seconds_field, wrong_types
-from queuing_system.idle import LOOK_EVERY, IdleTurns, QueueWatch
+from queuing_system.bad_data import BadKeys, bad_seconds_field
+from queuing_system.idle import IdleTurns, IdleWait, QueueWatch
 from queuing_system.job_run import EVENT_CALLBACKS, JobRun, Offer, OfferedJob, now
 from queuing_system.jobs import queues_by_priority
 from queuing_system.keys import JOB_EVENTS_CHANNEL
@@ -161,9 +165,7 @@ class Processor:
         self.records = RqRecords(self.rq_worker, self.line, self.offer, self.settings.lease)
         self.bad_keys = BadKeys()
         # Idle, one worker of the processor waits on Redis for all (`turns`, shared by its processes).
-        self.turns = turns or IdleTurns()
-        queue_keys = [RQ.queue(name) for name in self.rq_worker.queue_names()]
-        self.watch = QueueWatch(connection, queue_keys, keys.claimed_key(self.name))
+
         # RQ's scheduler, driven from our loop (no subprocess); named after us, so a sweep can free
         # the locks of a dead worker's scheduler.
         scheduler = RQScheduler(
@@ -178,6 +180,12 @@ class Processor:
         self._registered = False
         self._look_again = False  # a step left claims we must look at before going idle
         self.state = LoopState()
+        queue_keys = [RQ.queue(name) for name in self.rq_worker.queue_names()]
+        watch = QueueWatch(connection, queue_keys, keys.claimed_key(self.name))
+        # Idle, one worker of the processor waits on Redis for all (`turns`, shared by its processes).
+        self.idle = IdleWait(
+            turns or IdleTurns(), watch, self.upkeep, self.bad_keys, self.state, self.settings.idle_wait
+        )
         self.runner = JobRunner(
             self.offer,
             self.line,
@@ -223,7 +231,7 @@ class Processor:
                             continue  # its settling needs another step, or our claims another look
                         if self.state.stopping or burst:
                             break
-                        self._idle()
+                        self.idle.until_work()
                         continue
                     worked = True
                     pending = self.runner.run(next_job)
@@ -250,7 +258,7 @@ class Processor:
             self.upkeep.leave()
             self.rq_worker.register_death()
         self.line.reset()
-        self.watch.close()
+        self.idle.close()
         self.upkeep.close()
 
     def register(self) -> None:
@@ -327,38 +335,6 @@ class Processor:
         if run.announce is not None:
             run.announce()
 
-    def _idle(self) -> None:
-        """Nothing to run: wait for work, quietly (see idle.py). Returns when jobs may be there (for us
-        to claim), or on a stop. Only the waiter sweeps for the others meanwhile."""
-        rings = self.turns.rings
-        while not self.state.stopping and self.turns.rings == rings:
-            waiter = self.turns.take_seat()
-            try:
-                self.upkeep.when_due(idle=True, sweep=waiter)
-                if not waiter:
-                    self.state.stop_event.wait(LOOK_EVERY)
-                elif self._watch_queues():
-                    self.turns.ring()
-                    return
-            finally:
-                if waiter:
-                    self.turns.leave_seat()
-
-    def _watch_queues(self) -> bool:
-        """Block on all our queues (a job lands: True, straight in our claims); a queue of the wrong type
-        is named and the others still watched."""
-        try:
-            tick = functools.partial(self.upkeep.when_due, idle=True, sweep=True)
-            return self.watch.wait(self.settings.idle_wait, self.state.stop_event, tick)
-        except ResponseError:
-            keys_used = {RQ.queue(name): "list" for name in self.rq_worker.queue_names()}
-            problems = wrong_types(self.connection, keys_used | {keys.claimed_key(self.name): "list"})
-            if not problems:
-                raise
-            self.bad_keys.report(problems)
-            self.state.stop_event.wait(self.settings.idle_wait)
-            return False
-
     # -- stopping --------------------------------------------------------------------------------
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -370,7 +346,9 @@ class Processor:
             if self.state.in_job and not self.in_thread:
                 raise ProcessorStoppedError("Processor stopped before the job finished")
             return
-        self.request_stop_from_thread()
+        # Not here: this handler may have interrupted this very thread inside a wait on the stop event
+        # (or inside the lock of a wait), and setting it here would deadlock.
+        threading.Thread(target=self.request_stop_from_thread, name="stop", daemon=True).start()
 
     def request_stop_from_thread(self) -> None:
         """A warm stop, safe from any thread: the job in hand is finished, the rest given back."""

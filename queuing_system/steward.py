@@ -32,13 +32,13 @@ class LoopState:
         return self.stop_event.is_set()
 
     def request_stop(self) -> bool:
-        """Mark a stop; True the first time."""
-        with self._lock:
-            if self.stop_event.is_set():
-                return False
-            self.stop_requested_at = time.monotonic()
-            self.stop_event.set()
-            return True
+        """Mark a stop; True the first time. (Never from a signal handler: an Event is not safe to set
+        in the thread that may be inside its wait; see Processor.request_stop.)"""
+        if self.stop_event.is_set():
+            return False
+        self.stop_requested_at = time.monotonic()
+        self.stop_event.set()
+        return True
 
     def job_started(self, timeout: float) -> None:
         with self._lock:

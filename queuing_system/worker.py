@@ -85,7 +85,8 @@ def serve(
     stopped = threading.Event()
 
     def stop_before_start(signum: int, frame: FrameType | None) -> None:
-        stopped.set()
+        # From another thread: this one may be inside `stopped.wait()`, holding the lock `set()` needs.
+        threading.Thread(target=stopped.set, daemon=True).start()
 
     signal.signal(signal.SIGINT, stop_before_start)
     signal.signal(signal.SIGTERM, stop_before_start)

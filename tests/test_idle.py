@@ -4,7 +4,9 @@ Slow (`-m slow`): it watches a processor idle for twenty seconds."""
 
 from __future__ import annotations
 
+import os
 import select
+import signal
 import socket
 import time
 
@@ -68,3 +70,16 @@ def test_an_idle_processor_is_quiet_and_wakes_at_once(own_redis: EmbeddedRedis, 
         assert processor.stop() == 0
     assert processor.stderr == ""
     assert [line.rsplit(": ", 1)[-1] for line in processor.lines] == ["normal", "high", "low"]
+
+
+def test_an_idle_processor_stops_on_a_signal_to_its_whole_group(own_redis: EmbeddedRedis) -> None:
+    """Ctrl+C in a terminal (or `kill -TERM -<pgid>`) reaches the processor and every worker at once, and
+    each worker again from the processor: every one stops, whatever wait it was in (a handler that set
+    the stop event in the waiting thread itself could deadlock there)."""
+    client = redis.Redis.from_url(own_redis.url)
+    for _ in range(5):
+        with ScriptProcess("7_job_processor.py", env={"REDIS_URL": own_redis.url}) as processor:
+            eventually(lambda: blocked_waits(client) == 3, timeout=20)
+            os.killpg(processor.pid, signal.SIGTERM)
+            assert processor.wait(15) == 0
+        assert processor.stderr == ""
