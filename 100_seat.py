@@ -18,6 +18,10 @@ import threading
 import time
 from typing import Any
 
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
+
 import redis
 from flask import Flask, jsonify
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,6 +34,7 @@ from queuing_system import events
 from queuing_system.console import REDIS_DOWN, arguments, backoff, not_connected, run_lesson, say
 from queuing_system.jobs import JobSettings, job_queue, next_job_id
 from queuing_system.keys import AVAILABLE_SEATS, SEAT_QUEUE
+from queuing_system.replication import Confirmation
 from queuing_system.serving import add_server_options, on_exit, run_server
 from queuing_system.settings import connect, url_of
 from queuing_system.web import PerThreadClient, idempotent, json_app, said
@@ -159,9 +164,15 @@ def enqueue_seat_job(queue: Queue) -> Job:
         on_failure=Callback(SEAT_JOB_FAILED),
     )
 
+    replicated = Confirmation.of(queue.connection)
+
     def put() -> None:
         with contextlib.suppress(DuplicateJobError):  # an earlier copy of this step landed
             queue.enqueue_job(job, unique=True)
+        # With a Sentinel group, "in process" only once the job is on the primary and its replicas
+        # (there and confirmed, in one round trip); gone means a failover took it back: put it again.
+        if replicated.needed() and not replicated.run(queue.connection, lambda on: on.exists(job.key)):
+            raise RedisConnectionError(f"seat job {job.id} was taken back by a failover")
 
     try:
         idempotent(put, patience=ENQUEUE_PATIENCE)  # until it is known whether the job is queued

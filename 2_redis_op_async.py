@@ -7,6 +7,10 @@ Prints:  Redis client connected to the server / School / Reply: OK / 100
 
 import asyncio
 
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
+
 import redis.asyncio
 
 from queuing_system.console import arguments, connected, print_reply, run_lesson, say

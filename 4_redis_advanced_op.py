@@ -5,6 +5,10 @@ Run:     python 4_redis_advanced_op.py
 Prints:  Reply: 1 six times (Reply: 0 when the fields already exist), then the mapping.
 """
 
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
+
 import redis
 
 from queuing_system.console import arguments, connected, print_reply, run_lesson, say

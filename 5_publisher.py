@@ -7,6 +7,10 @@ Prints:  the connected line, then `About to send <message>` before each publish.
 
 import asyncio
 
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
+
 import redis.asyncio
 
 from queuing_system.console import arguments, connected, run_lesson, say

@@ -4,14 +4,28 @@ Teaches: SUBSCRIBE, receiving messages as they are published, leaving on a signa
 Run:     python 5_subscriber.py   (then python 5_publisher.py in another terminal)
 Prints:  the connected line, then each message on `holberton school channel`;
          on KILL_SERVER it prints it, unsubscribes and exits 0.
-If Redis goes away it says so on each failed attempt and reconnects by itself.
+If Redis is away (or what answers is not a Redis, or REDIS_URL's database does not exist), it says so
+on each failed attempt and tries again by itself.
 """
 
 import time
 
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
+
 import redis
 
-from queuing_system.console import REDIS_DOWN, arguments, backoff, connected, not_connected, run_lesson, say
+from queuing_system.console import (
+    REDIS_DOWN,
+    arguments,
+    backoff,
+    connected,
+    means_not_connected,
+    not_connected,
+    run_lesson,
+    say,
+)
 from queuing_system.keys import KILL_MESSAGE, SCHOOL_CHANNEL
 from queuing_system.settings import connect
 
@@ -38,7 +52,9 @@ def main() -> None:
             delays = backoff()  # a good connection resets the wait
             listen_until_killed(client)
             return
-        except REDIS_DOWN as error:
+        except (*REDIS_DOWN, redis.exceptions.ResponseError) as error:
+            if not means_not_connected(error):
+                raise
             # Like node_redis: say so on each failed attempt, then try again.
             not_connected(error)
             client.close()

@@ -8,19 +8,22 @@ Beyond the curriculum: --phone-number, --message, --attempts N, --delay SECONDS,
 """
 
 import argparse
+from typing import Any
 
 from queuing_system.console import arguments, clean, run_lesson, say
-from queuing_system.events import JobEvent, JobEvents
-from queuing_system.jobs import (
-    JobSettings,
+from queuing_system.creator_options import (
+    HINT_AFTER,
     add_job_options,
     create_or_explain,
-    job_queue,
     job_settings,
-    queue_connection,
+    listen_for_events,
+    not_started_hint,
 )
+from queuing_system.events import JobEvent
+from queuing_system.job_settings import JobSettings
 from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.notifications import first_invalid
+from queuing_system.queues import job_queue, queue_connection
 from queuing_system.settings import ConfigError
 
 JOB_DATA = {
@@ -29,24 +32,25 @@ JOB_DATA = {
 }
 
 
-def create_job(data: dict, settings: JobSettings) -> None:
+def create_job(data: dict[str, Any], settings: JobSettings) -> None:
     connection = queue_connection()
-    connection.ping()
     queue = job_queue(QUEUE_6, connection)
 
     # Listen first, then enqueue: no event can slip by.
-    with JobEvents(connection, serializer=queue.serializer) as events:
+    with listen_for_events(connection, queue.serializer) as events:
         [job] = create_or_explain(queue, PROCESS_6, [data], settings)
         say(f"Notification job created: {job.id}")
 
-        events.on(job.id, JobEvent.COMPLETED, lambda _: say("Notification job completed"))
-        events.on(job.id, JobEvent.FAILED, lambda _: say("Notification job failed"))
+        events.on(job, JobEvent.COMPLETED, lambda _: say("Notification job completed"))
+        events.on(job, JobEvent.FAILED, lambda _: say("Notification job failed"))
         events.on(
-            job.id,
+            job,
             JobEvent.FAILED_ATTEMPT,
             lambda error: say(f"Notification job {job.id} failed attempt: {clean(error)}"),
         )
-        events.wait_until_ended([job.id])
+        # No processor running? After a few seconds, a hint on stderr says which one to start.
+        hint = not_started_hint(queue, "6_job_processor.py", HINT_AFTER)
+        events.wait_until_ended([job.id], not_started=hint, not_started_after=HINT_AFTER)
 
 
 def options(parser: argparse.ArgumentParser) -> None:

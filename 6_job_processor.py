@@ -5,6 +5,7 @@ Run:     python 6_job_processor.py [--verbose]    (Ctrl+C to stop; the job in ha
 Prints:  Sending notification to <phone>, with message: <message>   for each job
 """
 
+import argparse
 import sys
 from typing import Any
 
@@ -25,12 +26,13 @@ def process_job(data: Any = None) -> None:
 
 
 if __name__ == "__main__":
-    args = arguments(
-        __doc__,
-        lambda parser: parser.add_argument(
+
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
             "--verbose", action="store_true", help="show RQ's worker log (and the tracebacks of failed jobs)"
-        ),
-    )
+        )
+
+    args = arguments(__doc__, options)
     # Only this function runs here: a job naming anything else fails without running.
     run_lesson(
         lambda: sys.exit(run_processor(QUEUE_6, {PROCESS_6: process_job}, verbose=args.verbose)), interrupted_exit=0

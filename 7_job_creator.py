@@ -10,21 +10,27 @@ Beyond the curriculum: --jobs-file FILE (a JSON array), --attempts N, --delay SE
 
 import argparse
 import json
+from typing import Any
+
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 from rq.job import Job
 
 from queuing_system.console import arguments, clean, run_lesson, say
-from queuing_system.events import JobEvents
-from queuing_system.jobs import (
-    JobSettings,
+from queuing_system.creator_options import (
+    HINT_AFTER,
     add_job_options,
     create_or_explain,
-    job_queue,
     job_settings,
-    queue_connection,
+    listen_for_events,
+    not_started_hint,
 )
+from queuing_system.job_settings import JobSettings
 from queuing_system.keys import PROCESS_7, QUEUE_7
 from queuing_system.notifications import first_invalid, follow_notification_job
+from queuing_system.queues import job_queue, queue_connection
 from queuing_system.settings import ConfigError
 
 JOBS = [
@@ -42,27 +48,28 @@ JOBS = [
 ]
 
 
-def create_jobs(jobs: list[dict], settings: JobSettings) -> None:
+def create_jobs(jobs: list[dict[str, Any]], settings: JobSettings) -> None:
     connection = queue_connection()
-    connection.ping()
     queue = job_queue(QUEUE_7, connection)
 
     # Listen first, then enqueue: no event can slip by.
-    with JobEvents(connection, serializer=queue.serializer) as events:
+    with listen_for_events(connection, queue.serializer) as events:
 
         def created(job: Job) -> None:
             say(f"Notification job created: {job.id}")
-            follow_notification_job(events, job.id)
+            follow_notification_job(events, job)
 
         # All the jobs in a few round trips (ids reserved at once); a Redis blip is ridden out.
         created_jobs = create_or_explain(queue, PROCESS_7, jobs, settings, created)
-        events.wait_until_ended([job.id for job in created_jobs])
+        # No processor running? After a few seconds, a hint on stderr says which one to start.
+        hint = not_started_hint(queue, "7_job_processor.py", HINT_AFTER)
+        events.wait_until_ended([job.id for job in created_jobs], not_started=hint, not_started_after=HINT_AFTER)
 
 
 MAX_JOBS = 100_000
 
 
-def load_jobs(path: str) -> list:
+def load_jobs(path: str) -> list[Any]:
     """The jobs of a --jobs-file; anything wrong with it is one line (exit 2)."""
     try:
         with open(path, encoding="utf-8") as file:

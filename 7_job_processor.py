@@ -6,8 +6,13 @@ Run:     python 7_job_processor.py [--verbose]    (Ctrl+C to stop; NOTIFICATION_
 Prints:  Sending notification to <phone>, with message: <message>   for each number not blacklisted
 """
 
+import argparse
 import sys
 from typing import Any
+
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 from rq import get_current_job
 from rq.job import Job
@@ -38,7 +43,10 @@ def send_notification(phone_number: str, message: str, job: Job) -> None:
 def process_job(data: Any = None) -> None:
     """What runs for each job on `push_notification_code_2` (Kue's `queue.process` handler)."""
     phone_number, message = validate_notification(data)
-    send_notification(phone_number, message, get_current_job())
+    job = get_current_job()  # the job RQ runs this call for
+    if job is None:
+        raise RuntimeError("process_job runs inside a job only")
+    send_notification(phone_number, message, job)
 
 
 def main(verbose: bool) -> int:
@@ -48,10 +56,11 @@ def main(verbose: bool) -> int:
 
 
 if __name__ == "__main__":
-    args = arguments(
-        __doc__,
-        lambda parser: parser.add_argument(
+
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
             "--verbose", action="store_true", help="show RQ's worker log (and the tracebacks of failed jobs)"
-        ),
-    )
+        )
+
+    args = arguments(__doc__, options)
     run_lesson(lambda: sys.exit(main(args.verbose)), interrupted_exit=0)

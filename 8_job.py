@@ -11,14 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
+
 from rq import Queue
 from rq.job import Job
 
 from queuing_system.console import say
+from queuing_system.enqueue import enqueue_many
 from queuing_system.events import JobEvents
-from queuing_system.jobs import enqueue_many, job_queue
 from queuing_system.keys import PROCESS_7, QUEUE_8
 from queuing_system.notifications import follow_notification_job
+from queuing_system.queues import job_queue
 
 
 def create_push_notifications_jobs(
@@ -39,7 +44,7 @@ def create_push_notifications_jobs(
     def created(job: Job) -> None:
         say(f"Notification job created: {job.id}")
         if events is not None:
-            follow_notification_job(events, job.id)
+            follow_notification_job(events, job)
 
     # Consecutive ids reserved at once, the jobs written in a few round trips.
     return enqueue_many(job_queue(QUEUE_8, queue.connection), PROCESS_7, jobs, created=created)

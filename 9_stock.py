@@ -16,6 +16,10 @@ import sys
 import threading
 import time
 
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
+
 import redis
 from flask import Flask, jsonify
 from redis.exceptions import ResponseError

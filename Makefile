@@ -2,12 +2,12 @@
 #   make demo   - the tour: every task, on its own embedded Redis
 #   make test   - lint and the whole test suite (fault injection included)
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 TASK   ?=
 
-.PHONY: demo test quick lint format coverage redis dashboard clean
+.PHONY: demo test quick lint format typecheck coverage redis dashboard clean
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || { echo "Creating $(VENV) (the first time only)..."; \
@@ -29,6 +29,9 @@ quick: $(STAMP)  # everything but the slow fault-injection tests
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+typecheck: $(STAMP)  # mypy: strict on queuing_system/, the lessons and tour.py checked (pyproject.toml)
+	$(PY) -m mypy
+
 format: $(STAMP)
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
@@ -39,8 +42,11 @@ coverage: $(STAMP)
 redis: $(STAMP)  # a Redis for running the lessons by hand (Ctrl+C stops it)
 	@$(PY) -m queuing_system.redis_server
 
+sentinel: $(STAMP)  # a Sentinel group (primary, 2 replicas, 3 sentinels) to try failovers (Ctrl+C stops it)
+	@$(PY) -m queuing_system.redis_server --sentinel
+
 dashboard: $(STAMP)  # the web dashboard, on http://127.0.0.1:9181
 	@$(PY) -m queuing_system.dashboard
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .coverage htmlcov

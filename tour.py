@@ -4,7 +4,9 @@ Run:  make demo               (or: python tour.py [TASK ...], e.g. python tour.p
 
 It starts its own embedded Redis (never yours: the lessons write fixed keys),
 runs each task's scenario the way a learner would in separate terminals, shows
-what every process prints, checks it against SPEC.md, and ends with a summary.
+what every process prints, checks it against what the curriculum says each task
+prints (the expected lines are spelled out below, next to each scenario), and ends
+with a summary.
 The exit code is non-zero, naming the task and the line, if anything differed.
 """
 
@@ -20,13 +22,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
+
 import redis
 
 from queuing_system.console import sigterm_as_interrupt
-from queuing_system.embedded import EmbeddedRedis, free_port
+from queuing_system.embedded import EmbeddedRedis, EmbeddedRedisError, free_port, server_version
 from queuing_system.http_requests import request_raw
 from queuing_system.keys import SCHOOL_CHANNEL
 from queuing_system.processes import ScriptProcess
+from queuing_system.settings import ConfigError
 
 JOBS_7 = import_module("7_job_creator").JOBS
 BLACKLISTED_7 = import_module("7_job_processor").BLACKLISTED_NUMBERS
@@ -42,7 +49,7 @@ SCHOOLS = "{'Portland': '50', 'Seattle': '80', 'New York': '20', 'Bogota': '20',
 
 
 class Mismatch(Exception):
-    """What a scenario printed is not what SPEC.md says."""
+    """What a scenario printed is not what the curriculum says it prints."""
 
 
 @dataclass
@@ -325,7 +332,8 @@ def run_tour(keys: Sequence[str], screen: Screen) -> list[Outcome]:
     chosen = [task for task in TASKS if not keys or task.key in keys]
     outcomes = []
     with EmbeddedRedis() as server:
-        screen.line(f"Embedded Redis for this tour at {server.url} (yours is not touched)")
+        version = server_version(server.binary)
+        screen.line(f"Embedded Redis for this tour at {server.url} ({version}; yours is not touched)")
         tour = Tour(server, screen)
         for task in chosen:
             screen.heading(f"Task {task.key} · {task.title} — {task.teaches}")
@@ -373,3 +381,9 @@ if __name__ == "__main__":
         # Every child and the embedded Redis were stopped by their `with` blocks on the way out.
         print("\nTour interrupted.", file=sys.stderr)
         sys.exit(130)
+    except ConfigError as error:  # QUEUING_REDIS_SERVER names no program
+        print(error, file=sys.stderr)
+        sys.exit(2)
+    except EmbeddedRedisError as error:
+        print(f"Cannot start the tour's Redis: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -14,12 +14,15 @@ import os
 import sys
 import time
 
+from rq.job import Job
+
 from bench.common import percentile
 from queuing_system.console import say
+from queuing_system.enqueue import enqueue_many
 from queuing_system.events import JobEvent, JobEvents
-from queuing_system.jobs import enqueue_many, job_queue, queue_connection
 from queuing_system.keys import PROCESS_7, QUEUE_7
 from queuing_system.notifications import follow_notification_job
+from queuing_system.queues import job_queue, queue_connection
 
 DATA = {"phoneNumber": "4153518743", "message": "This is the code 4321 to verify your account"}
 
@@ -34,16 +37,16 @@ def main() -> None:
 
     with JobEvents(connection, serializer=queue.serializer) as events:
 
-        def created(job) -> None:
+        def created(job: Job) -> None:
             created_at[job.id] = time.perf_counter()
             say(f"Notification job created: {job.id}")
-            follow_notification_job(events, job.id)
+            follow_notification_job(events, job)
+
+            def ended(_: object, job_id: str = job.id) -> None:
+                latencies.append((time.perf_counter() - created_at[job_id]) * 1000)
+
             for event in (JobEvent.COMPLETED, JobEvent.FAILED):
-                events.on(
-                    job.id,
-                    event,
-                    lambda _, job_id=job.id: latencies.append((time.perf_counter() - created_at[job_id]) * 1000),
-                )
+                events.on(job, event, ended)
 
         start = time.perf_counter()
         if one_at_a_time:

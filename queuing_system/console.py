@@ -10,14 +10,30 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
+from redis.exceptions import BusyLoadingError, InvalidResponse, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from queuing_system.settings import ConfigError, redis_url
+from queuing_system.settings import ConfigError
 
-# What a lost connection looks like from redis-py.
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+# What "no Redis to talk to" looks like from redis-py: nothing listens, it went away, it never
+# answers, or what answers does not speak Redis (an HTTP server on that port: InvalidResponse).
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, InvalidResponse)
+
+# Replies with which a Redis refuses the connection itself (redis-py raises them as plain
+# ResponseErrors while it sets the connection up): the database in REDIS_URL does not exist.
+_REFUSALS = ("DB index is out of range", "invalid DB index")
+
+
+def means_not_connected(error: BaseException) -> bool:
+    """Whether `error` means there is no working connection to a Redis, so the right words are
+    `Redis client not connected to the server: …` (and, for a long-running process, try again later)
+    rather than a failure of the command itself."""
+    if isinstance(error, BusyLoadingError):
+        return False  # LOADING: Redis is there and answering, just not ready yet
+    if isinstance(error, REDIS_DOWN):
+        return True
+    return isinstance(error, ResponseError) and str(error).startswith(_REFUSALS)
 
 
 def say(line: object) -> None:
@@ -47,7 +63,13 @@ def connected() -> None:
 
 
 def not_connected(error: BaseException) -> None:
-    say(f"Redis client not connected to the server: {error}")
+    """The original's line for a failed connection, with a hint where redis-py's words need one."""
+    hint = ""
+    if isinstance(error, InvalidResponse):
+        hint = " (what answers at that address does not speak Redis)"
+    elif isinstance(error, ResponseError) and str(error).startswith(_REFUSALS):
+        hint = " (the database number in REDIS_URL does not exist on that server)"
+    say(f"Redis client not connected to the server: {clean(error)}{hint}")
 
 
 def sigterm_as_interrupt() -> None:
@@ -79,7 +101,8 @@ def run_lesson(main: Callable[[], object], *, interrupted_exit: int = 130) -> No
     """Run a lesson's main and turn every way it can end into one line and an exit code:
 
     - a malformed setting (REDIS_URL without a scheme, PORT=abc, …): the setting and what is wrong, exit 2;
-    - Redis unreachable (a one-shot lesson): `Redis client not connected to the server: …`, exit 1;
+    - Redis unreachable, not a Redis, or refusing us (a one-shot lesson): `Redis client not connected to the
+      server: …`, exit 1;
     - Ctrl+C / SIGTERM: quiet. `interrupted_exit` is 130 (and `Interrupted` on stderr) for one-shot
       lessons, 0 for those whose Ctrl+C is the normal way out (servers, processors, a waiting creator);
     - anything unexpected: one line naming it, exit 1 (the traceback with QUEUING_DEBUG=1).
@@ -90,18 +113,10 @@ def run_lesson(main: Callable[[], object], *, interrupted_exit: int = 130) -> No
     except ConfigError as error:
         print(error, file=sys.stderr, flush=True)
         sys.exit(2)
-    except REDIS_DOWN as error:
+    except (*REDIS_DOWN, ResponseError) as error:
+        # A reply that refuses the command itself is not a connection problem, but it ends a
+        # lesson the same way: the server said no (to our keys, our password, our database).
         not_connected(error)
-        sys.exit(1)
-    except ResponseError as error:
-        if "DB index is out of range" in str(error):
-            print(
-                f"REDIS_URL={redis_url()!r}: that database does not exist on this server ({error})",
-                file=sys.stderr,
-                flush=True,
-            )
-            sys.exit(2)
-        not_connected(error)  # the server refused us (a password it wants, say)
         sys.exit(1)
     except KeyboardInterrupt:
         if interrupted_exit:

@@ -5,134 +5,80 @@
     python -m queuing_system.dashboard --host 0.0.0.0  reachable from other machines (think first: anyone
                                                        who reaches it can requeue and delete jobs)
 
-It is rq-dashboard (queues, their jobs by state, workers, job details), set up for
-these lessons: the Redis of REDIS_URL, RQ's JSON serializer, every lesson queue and
-its priority siblings listed from the start. Ours on top: each job's Kue-style progress (a bar, from its
-`meta`) and the reason a failed job failed, in the job lists; workers read with
-the JSON serializer (rq-dashboard 0.9.0 reads their current job as pickle); and
-Redis being away said plainly (the pages come back by themselves when it is back).
+It is rq-dashboard (queues, their jobs by state, workers, job details) for the Redis
+of REDIS_URL (and RQ_KEY_PREFIX), with every lesson queue listed from the start and
+each job's Kue-style progress and failure reason. It is safe to keep open while
+browsing: another site's page can change nothing and read nothing, what is in Redis
+is shown as text, and the Redis password is shown nowhere.
 """
+
+# How it is built, on top of rq-dashboard, each concern in its own module:
+# - dashboard_data.py: read with RQ's JSON serializer and RQ's classes (so RQ_KEY_PREFIX is followed), the
+#   progress and failure reason in the job lists, and what someone else wrote into Redis shown with its
+#   reason, never breaking a page, and never written to by a read;
+# - dashboard_guard.py: CSRF tokens, no change by GET, the Host header checked;
+# - dashboard_pages.py: rq-dashboard's templates with everything escaped, the banner while Redis is away;
+# - here: the app, Redis being away said plainly (the pages come back by themselves), URLs shown without
+#   their password, a warning when served beyond this machine.
 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import threading
-from typing import Any
+from collections.abc import Iterable
 
-from flask import Flask, Response, jsonify, request
-from jinja2 import ChoiceLoader, DictLoader
-from rq import Worker
-from rq.job import Job, JobStatus
-from rq.serializers import JSONSerializer
+from flask import Flask, Response, abort, jsonify, request
+from markupsafe import escape
 
 from queuing_system.console import REDIS_DOWN, arguments, clean, not_connected, run_lesson, say
+from queuing_system.dashboard_data import ReadOnlyQueue, read_with_care, say_what_cannot_be_read
+from queuing_system.dashboard_guard import guard, is_loopback, served_names, token_script
+from queuing_system.dashboard_pages import EscapingLoader, with_additions
 from queuing_system.jobs import bounded, queues_by_priority
 from queuing_system.keys import QUEUE_6, QUEUE_7, QUEUE_8, SEAT_QUEUE
 from queuing_system.serving import CannotListenError, DevelopmentServer, listen, quiet_logs
-from queuing_system.settings import redis_url
+from queuing_system.settings import redis_url, shown_url
 
 DEFAULT_PORT = 9181
 LESSON_QUEUES = (QUEUE_6, QUEUE_7, QUEUE_8, SEAT_QUEUE)
-JOBS_TEMPLATE = "rq_dashboard/jobs.html"
-
-# Added to each row of rq-dashboard's job lists, under the job's description.
-PROGRESS_ROW = """
-                <% if (d.progress !== null && d.progress !== undefined) { %>
-                <div class="progress" style="height: 1.1rem; margin: 4px 0;" title="progress">
-                  <div class="progress-bar <%= {failed: 'bg-danger', finished: 'bg-success'}[d.status]
-                                               || 'progress-bar-striped progress-bar-animated' %>"
-                       role="progressbar" style="width: <%= d.progress %>%"><%= d.progress %>%</div>
-                </div>
-                <% } %>
-                <span class="badge badge-secondary"><%= d.status %></span>
-                <% if (d.error) { %><span class="text-danger"><%= $('<div/>').text(d.error).html() %></span><% } %>
-"""
-ROW_ANCHOR = """<span class="description ellipsify"><%= $('<div/>').text(d.description).html() %></span>"""
 
 
-def job_extras(job: Job) -> dict[str, Any]:
-    """What rq-dashboard does not show in its lists: status, Kue-style progress, failure reason."""
-    status = job.get_status(refresh=False)
-    progress = job.meta.get("progress")
-    if status == JobStatus.FINISHED:
-        progress = 100  # as Kue shows a complete job
-    error = job.meta.get("error") if status in (JobStatus.FAILED, JobStatus.STOPPED) else None
-    return {"status": status.value if status else "", "progress": progress, "error": clean(error) if error else None}
+def _shown_instances(urls: str | Iterable[str]) -> list[str]:
+    """rq-dashboard's list of Redis instances for its navbar, passwords hidden (its own masking
+    misses a password in the query string)."""
+    return [shown_url(url) for url in ([urls] if isinstance(urls, str) else urls)]
 
 
-class _JSONWorker(Worker):
-    """RQ's Worker, read with the JSON serializer (to show the job each one runs)."""
+def create_app(url: str | None = None, served: Iterable[str] = ()) -> Flask:
+    """rq-dashboard's app, set up for the lessons (see the module docstring). Host names other than
+    `localhost` (and addresses) are served only if in `served`."""
+    from rq_dashboard import web as dashboard  # type: ignore[import-untyped]
+    from rq_dashboard.cli import make_flask_app  # type: ignore[import-untyped]
 
-    @classmethod
-    def all(cls, *args: Any, **kwargs: Any) -> list[Any]:  # type: ignore[override]
-        kwargs.setdefault("serializer", JSONSerializer)
-        return super().all(*args, **kwargs)
+    read_with_care(dashboard)
+    # Every lesson queue and its priority siblings, listed from the start: a learner sees where jobs will go.
+    ReadOnlyQueue.always_listed = tuple(name for base in LESSON_QUEUES for name in queues_by_priority(base))
+    dashboard.escape_format_instance_list = _shown_instances
 
-
-def create_app(url: str | None = None) -> Flask:
-    """rq-dashboard's app, set up for the lessons (see the module docstring)."""
-    from rq_dashboard import web as dashboard
-    from rq_dashboard.cli import make_flask_app
-
-    dashboard.config.serializer = JSONSerializer
-    dashboard.Worker = _JSONWorker  # rq-dashboard 0.9.0 lists workers without its serializer setting
-    if not getattr(dashboard.serialize_job, "with_extras", False):  # once per process
-        plain = dashboard.serialize_job
-
-        @functools.wraps(plain)
-        def serialize_job(job: Job) -> dict[str, Any]:
-            return {**plain(job), **job_extras(job)}
-
-        serialize_job.with_extras = True  # type: ignore[attr-defined]
-        dashboard.serialize_job = serialize_job
-
-    app = make_flask_app(None, None, None, "")
+    app: Flask = make_flask_app(None, None, None, "")
+    guard(app, frozenset({"localhost", *(name.lower() for name in served)}))  # first: before anything reads Redis
     app.config["RQ_DASHBOARD_REDIS_URL"] = [url or redis_url()]
     dashboard.setup_rq_connection(app)
-    _list_every_lesson_queue(app)
-    _add_progress_to_job_lists(app)
+    # rq-dashboard opens a new client (and pool) on every request naming its instance, leaving the
+    # last one to the garbage collector; one Redis here, so one client for the app's life.
+    app.before_request_funcs["rq_dashboard"] = [_only_instance_0]
+    templates = app.blueprints["rq_dashboard"].jinja_loader
+    assert templates is not None  # rq-dashboard's blueprint has its template folder
+    app.jinja_loader = EscapingLoader(templates)
     _say_when_redis_is_away(app)
+    say_what_cannot_be_read(app)
     return app
 
 
-def _list_every_lesson_queue(app: Flask) -> None:
-    """RQ lists a queue once a job was enqueued on it; list the lessons' (and their priority siblings)
-    from the start, so a learner sees where jobs will go (an empty queue costs nothing)."""
-
-    @app.before_request
-    def register_queues() -> None:
-        if not getattr(app, "lesson_queues_listed", False):
-            app.redis_conn.sadd(
-                "rq:queues",
-                *(
-                    f"rq:queue:{name}"
-                    for base in LESSON_QUEUES  # type: ignore[attr-defined]
-                    for name in queues_by_priority(base)
-                ),
-            )
-            app.lesson_queues_listed = True  # type: ignore[attr-defined]
-
-
-def _add_progress_to_job_lists(app: Flask) -> None:
-    """rq-dashboard's jobs page, with PROGRESS_ROW in each row (its template otherwise as it is)."""
-    source, _, _ = app.jinja_env.loader.get_source(app.jinja_env, JOBS_TEMPLATE)  # type: ignore[union-attr]
-    if ROW_ANCHOR not in source:  # a newer rq-dashboard: its own page, unchanged
-        return
-    app.jinja_loader = ChoiceLoader(
-        [DictLoader({JOBS_TEMPLATE: source.replace(ROW_ANCHOR, ROW_ANCHOR + PROGRESS_ROW)}), app.jinja_loader]
-    )  # type: ignore[list-item]
-
-
-# Added to rq-dashboard's pages: a banner while its polls fail (they are answered 503 while Redis is away).
-AWAY_BANNER = """<script>
-$(document).ajaxError(function () { $('#redis-away').show(); });
-$(document).ajaxSuccess(function () { $('#redis-away').hide(); });
-</script>
-<div id="redis-away" class="alert alert-danger" style="display: none; position: fixed; top: 0; width: 100%;">
-Redis is not reachable: showing what was last seen, trying again.</div>
-</body>"""
+def _only_instance_0() -> None:
+    if (request.view_args or {}).get("instance_number", 0) != 0:
+        abort(404)
 
 
 def _say_when_redis_is_away(app: Flask) -> None:
@@ -150,7 +96,7 @@ def _say_when_redis_is_away(app: Flask) -> None:
         if response.status_code < 500:
             away.clear()
         if response.mimetype == "text/html" and response.status_code == 200 and not response.direct_passthrough:
-            response.set_data(response.get_data(as_text=True).replace("</body>", AWAY_BANNER, 1))
+            response.set_data(with_additions(response.get_data(as_text=True), token_script()))
         return response
 
     def redis_down(error: Exception) -> tuple[Response | str, int]:
@@ -161,7 +107,7 @@ def _say_when_redis_is_away(app: Flask) -> None:
             return jsonify(status="Redis unavailable, try again shortly"), 503
         page = (
             f"<!doctype html><meta http-equiv='refresh' content='2'><title>Redis unavailable</title>"
-            f"<p>Redis is not reachable at {clean(redis_url())} ({clean(error)}). "
+            f"<p>Redis is not reachable at {escape(shown_url(redis_url()))} ({escape(clean(error))}). "
             f"This page tries again every 2 seconds.</p>"
         )
         return page, 503
@@ -170,17 +116,28 @@ def _say_when_redis_is_away(app: Flask) -> None:
         app.register_error_handler(kind, redis_down)
 
 
-def serve(host: str, port: int) -> int:
+def serve(host: str, port: int, served: Iterable[str] = ()) -> int:
     try:
         listener = listen(host, port)
     except CannotListenError as error:
         print(error, file=sys.stderr, flush=True)
         return 1
     with listener:
-        app = create_app()
+        names = served_names(host, served)
+        app = create_app(served=names)
         server = DevelopmentServer(app, listener, threads=8)
+        # Two dashboards on one machine (other ports) must not overwrite each other's session cookie.
+        app.config["SESSION_COOKIE_NAME"] = f"queuing_dashboard_{server.port}"
         shown = f"[{host}]" if ":" in host else host
-        say(f"Dashboard of {redis_url()} at http://{shown}:{server.port}/ (Ctrl+C stops it)")
+        say(f"Dashboard of {shown_url(redis_url())} at http://{shown}:{server.port}/ (Ctrl+C stops it)")
+        if not is_loopback(host):
+            print(
+                f"Warning: the dashboard is reachable from other machines ({shown}:{server.port}): anyone who "
+                f"reaches it sees every job's data and can delete jobs; it answers the names "
+                f"{', '.join(sorted(names))} and any address (--allowed-host adds a name).",
+                file=sys.stderr,
+                flush=True,
+            )
         server.serve_forever()
     return 0
 
@@ -197,11 +154,18 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(
             "--host", default="127.0.0.1", help="the address to serve on (default 127.0.0.1: this machine only)"
         )
+        parser.add_argument(
+            "--allowed-host",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="another host name browsers use to reach it (localhost and addresses always work)",
+        )
         parser.add_argument("--verbose", action="store_true", help="log every request")
 
     args = arguments(__doc__, options, argv)
     quiet_logs(args.verbose)
-    run_lesson(lambda: sys.exit(serve(args.host, args.port)), interrupted_exit=0)
+    run_lesson(lambda: sys.exit(serve(args.host, args.port, args.allowed_host)), interrupted_exit=0)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,15 @@ processor publishes `completed` in the very Lua step that records the success,
 and `failed` right after RQ has recorded the failure). `on_success`/`on_failure`
 are also set as the jobs' RQ callbacks, so RQ's own workers and sweeps announce
 too. The creator side opens `JobEvents` *before* it enqueues, so no event can
-be missed, registers handlers per job id, and pumps.
+be missed, registers handlers per job, and pumps.
 
-Message on the channel: {"id": "<job id>", "event": "progress|completed|failed attempt|failed", "value": ...}
+Message on the channel:
+    {"id": "<job id>", "event": "progress|completed|failed attempt|failed", "value": ..., "token": "<creation token>"}
+Ids are not enough to tell jobs apart: after Redis loses its data, the id counter starts again and
+two creators may both have a job 5. Each creator run writes its jobs with a creation token (in the
+job's meta, see `creation_lua`); an event carries it when its publisher has the job at hand, and a
+creator takes an event for its own only when the token is its own (an event without one is checked
+against the job's stored token).
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from rq.job import Job, JobStatus
 from rq.serializers import resolve_serializer
 from rq.utils import as_text
 
-from queuing_system.console import REDIS_DOWN, backoff, not_connected
+from queuing_system.console import REDIS_DOWN, backoff
+from queuing_system.creation_lua import TOKEN_FIELD
 from queuing_system.keys import JOB_EVENTS_CHANNEL
+from queuing_system.refusals import refusal, say_why_not_yet
 
 
 class JobEvent(str, Enum):
@@ -42,12 +50,25 @@ ENDED = (JobEvent.COMPLETED, JobEvent.FAILED)
 ABANDONED_MESSAGE = "Job abandoned: its processor stopped in the middle of it"
 
 
-def event_message(job_id: str, event: JobEvent, value: Any = None) -> str:
-    return json.dumps({"id": job_id, "event": event.value, "value": value})
+def creation_token(job: Job) -> str | None:
+    """The token of the creator run that wrote `job` (None for a job written some other way)."""
+    token = job.meta.get(TOKEN_FIELD) if isinstance(job.meta, dict) else None
+    return token if isinstance(token, str) else None
 
 
-def publish_event(connection: redis.Redis, job_id: str, event: JobEvent, value: Any = None) -> None:
-    connection.publish(JOB_EVENTS_CHANNEL, event_message(job_id, event, value))
+def event_message(job: Job | str, event: JobEvent, value: Any = None) -> str:
+    """The message for `job`'s event; given the Job (not only its id), it carries the creation token."""
+    if isinstance(job, str):
+        return json.dumps({"id": job, "event": event.value, "value": value})
+    message = {"id": job.id, "event": event.value, "value": value}
+    token = creation_token(job)
+    if token is not None:
+        message["token"] = token
+    return json.dumps(message)
+
+
+def publish_event(connection: redis.Redis, job: Job | str, event: JobEvent, value: Any = None) -> None:
+    connection.publish(JOB_EVENTS_CHANNEL, event_message(job, event, value))
 
 
 def failure_message(exc_type: type[BaseException] | None, exc_value: BaseException | None) -> str:
@@ -90,13 +111,13 @@ def report_progress(job: Job, percent: int) -> None:
         return
     with job.connection.pipeline(transaction=False) as pipeline:
         pipeline.hset(job.key, "meta", job.serializer.dumps(job.meta))
-        pipeline.publish(JOB_EVENTS_CHANNEL, event_message(job.id, JobEvent.PROGRESS, percent))
+        pipeline.publish(JOB_EVENTS_CHANNEL, event_message(job, JobEvent.PROGRESS, percent))
         pipeline.execute()
 
 
 def on_success(job: Job, connection: redis.Redis, result: Any, *args: Any, **kwargs: Any) -> None:
     """RQ success callback: Kue's `complete` event."""
-    publish_event(connection, job.id, JobEvent.COMPLETED)
+    publish_event(connection, job, JobEvent.COMPLETED)
 
 
 def on_failure(job: Job, connection: redis.Redis, exc_type: type, exc_value: BaseException, *args: Any) -> None:
@@ -104,87 +125,138 @@ def on_failure(job: Job, connection: redis.Redis, exc_type: type, exc_value: Bas
     Kue's `failed attempt` while attempts remain, then `failed`."""
     message = failure_message(exc_type, exc_value)
     job.meta["error"] = message  # for a creator that reconnects and missed the event
-    job.save_meta()
-    publish_event(connection, job.id, failed_event(job), message)
+    job.save_meta()  # type: ignore[no-untyped-call]
+    publish_event(connection, job, failed_event(job), message)
 
 
 # -- creator side --------------------------------------------------------------------------
 
 Handler = Callable[[Any], None]
+Event = tuple[str, JobEvent, Any, "str | None"]  # job id, event, value, token (None: not carried)
 
 
 def _numeric_first(job_id: str) -> tuple[int, str]:
     return (int(job_id), "") if job_id.isdigit() else (0, job_id)
 
 
+def _parse(raw: bytes | str) -> Event | None:
+    try:
+        payload = json.loads(raw)
+        token = payload.get("token")
+        return (
+            str(payload["id"]),
+            JobEvent(payload["event"]),
+            payload.get("value"),
+            token if isinstance(token, str) else None,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # not one of ours: someone else published on the channel
+
+
 class JobEvents:
     """The creating process's view of its jobs' events.
 
     `with JobEvents(connection) as events:` subscribes at once; register
-    handlers with `events.on(job_id, JobEvent.X, handler)`, then
-    `events.wait_until_ended(ids)` dispatches until every job has ended.
+    handlers with `events.on(job, JobEvent.X, handler)` (given the Job, only
+    events of that very job reach them; given an id, any job with that id),
+    then `events.wait_until_ended(ids)` dispatches until every job has ended.
     If the connection drops, it reconnects and asks RQ how the jobs it missed
     ended, so it never waits forever for an event that was lost.
     """
 
     def __init__(self, connection: redis.Redis, *, serializer: Any = None) -> None:
         self._connection = connection
-        self._serializer = serializer
+        self._serializer = resolve_serializer(serializer)
         self._handlers: dict[tuple[str, JobEvent], list[Handler]] = {}
+        self._tokens: dict[str, str] = {}  # job id -> the creation token of the job we follow
         self._ended: set[str] = set()
         self._newly_ended: list[str] = []  # drained by wait_until_ended: no rescans of thousands of ids
+        self._heard_ours = False  # an event of a job we follow arrived since this was last cleared
+        self._reconnected = False  # redis-py resubscribed on a new connection: events may have been missed
         self._pubsub = self._subscribe()
 
     def _subscribe(self, timeout: float = 10.0) -> redis.client.PubSub:
         """Subscribe and wait for Redis to confirm it: from then on no event can be missed."""
-        pubsub = self._connection.pubsub()
+        pubsub: redis.client.PubSub = self._connection.pubsub()  # type: ignore[no-untyped-call]
         pubsub.subscribe(JOB_EVENTS_CHANNEL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             message = pubsub.get_message(timeout=0.1)
             if message is not None and message["type"] == "subscribe":
+                # redis-py reconnects and resubscribes by itself when the connection drops: events
+                # published meanwhile were missed, so each reconnection is noted for a catch-up.
+                assert pubsub.connection is not None
+                pubsub.connection.register_connect_callback(self._on_reconnect)
                 return pubsub
         pubsub.close()
         raise redis.exceptions.TimeoutError("no confirmation of the job-event subscription")
 
-    def on(self, job_id: str, event: JobEvent, handler: Handler) -> None:
-        self._handlers.setdefault((job_id, event), []).append(handler)
+    def _on_reconnect(self, connection: object) -> None:
+        self._reconnected = True
+
+    def on(self, job: Job | str, event: JobEvent, handler: Handler) -> None:
+        if isinstance(job, Job):
+            token = creation_token(job)
+            if token is not None:
+                self._tokens[job.id] = token
+            job = job.id
+        self._handlers.setdefault((job, event), []).append(handler)
 
     def dispatch(self, job_id: str, event: JobEvent, value: Any = None) -> None:
         if job_id in self._ended:
             return  # an end state is final; a repeat (e.g. from a catch-up) is ignored
+        handlers = self._handlers.get((job_id, event), [])
+        if handlers or job_id in self._tokens:
+            self._heard_ours = True
         if event in ENDED:
             self._ended.add(job_id)
             self._newly_ended.append(job_id)
-        for handler in self._handlers.get((job_id, event), []):
+        for handler in handlers:
             handler(value)
 
-    def pump(self, timeout: float = 1.0) -> bool:
+    def pump(self, timeout: float = 1.0, batch: int = 1000) -> bool:
         """Wait up to `timeout` seconds for events; dispatch all that came. False if none did."""
         deadline = time.monotonic() + timeout
-        dispatched = False
-        while True:
-            wait = 0.0 if dispatched else max(0.0, deadline - time.monotonic())
+        events: list[Event] = []
+        while len(events) < batch:
+            wait = 0.0 if events else max(0.0, deadline - time.monotonic())
             message = self._pubsub.get_message(timeout=wait)
             if message is None:
-                if dispatched or time.monotonic() >= deadline:
-                    return dispatched
+                if events or time.monotonic() >= deadline:
+                    break
                 continue
             if message["type"] == "message":
-                self._handle(message["data"])
-                dispatched = True
+                parsed = _parse(message["data"])
+                if parsed is not None:
+                    events.append(parsed)
+        stored = self._stored_tokens({job_id for job_id, _, _, token in events if token is None})
+        for job_id, event, value, token in events:
+            ours = self._tokens.get(job_id)
+            if ours is None or ours == (token if token is not None else stored.get(job_id)):
+                self.dispatch(job_id, event, value)
+        return bool(events)
 
-    def _handle(self, raw: bytes | str) -> None:
+    def _stored_tokens(self, job_ids: Iterable[str]) -> dict[str, str | None]:
+        """The creation tokens stored with these jobs, for events that came without one (only for
+        jobs we follow by token: the others need no check)."""
+        wanted = [job_id for job_id in job_ids if job_id in self._tokens and job_id not in self._ended]
+        if not wanted:
+            return {}
+        with self._connection.pipeline(transaction=False) as pipeline:
+            for job_id in wanted:
+                pipeline.hget(Job.key_for(job_id), "meta")
+            metas = pipeline.execute()
+        return {job_id: self._token_in(meta) for job_id, meta in zip(wanted, metas, strict=True)}
+
+    def _token_in(self, meta: bytes | None) -> str | None:
         try:
-            payload = json.loads(raw)
-            job_id, event, value = str(payload["id"]), JobEvent(payload["event"]), payload.get("value")
-        except (ValueError, KeyError, TypeError):
-            return  # not one of ours: someone else published on the channel
-        self.dispatch(job_id, event, value)
+            token = self._serializer.loads(meta).get(TOKEN_FIELD) if meta else None
+        except Exception:  # someone else's meta
+            return None
+        return token if isinstance(token, str) else None
 
     def catch_up(self, job_ids: Iterable[str]) -> None:
         """Ask Redis how jobs ended whose end event we may have missed (after a reconnect)."""
-        serializer = resolve_serializer(self._serializer)
         missing = [job_id for job_id in job_ids if job_id not in self._ended]
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
@@ -193,32 +265,58 @@ class JobEvents:
                     pipeline.hmget(Job.key_for(job_id), "status", "meta")
                 rows = pipeline.execute()
             for job_id, (status, meta) in zip(chunk, rows, strict=True):
-                if status is None:
-                    # Gone (a Redis restarted without persistence): waiting longer would be forever.
+                ours = self._tokens.get(job_id)
+                if status is None or (ours is not None and self._token_in(meta) != ours):
+                    # Gone (a Redis restarted without persistence, or emptied: its id may now be
+                    # another creator's job): waiting longer would be forever.
                     self.dispatch(job_id, JobEvent.FAILED, f"Job {job_id} no longer exists in Redis")
                 elif as_text(status) == JobStatus.FINISHED.value:
                     self.dispatch(job_id, JobEvent.COMPLETED)
                 elif as_text(status) in (JobStatus.FAILED.value, JobStatus.STOPPED.value, JobStatus.CANCELED.value):
                     try:
-                        error = serializer.loads(meta).get("error") if meta else None
+                        error = self._serializer.loads(meta).get("error") if meta else None
                     except Exception:  # someone else's meta: fall back to the status
                         error = None
                     self.dispatch(job_id, JobEvent.FAILED, error or f"Job {as_text(status)}")
 
-    def wait_until_ended(self, job_ids: Iterable[str], quiet_check_every: float = 5.0) -> None:
-        """Dispatch until every job in `job_ids` has ended; ride out Redis going away."""
+    def wait_until_ended(
+        self,
+        job_ids: Iterable[str],
+        quiet_check_every: float = 5.0,
+        *,
+        not_started: Callable[[list[str]], None] | None = None,
+        not_started_after: float = 5.0,
+    ) -> None:
+        """Dispatch until every job in `job_ids` has ended; ride out Redis going away or refusing.
+
+        When nothing was heard of these jobs for `quiet_check_every` seconds (however busy the
+        channel is with other jobs' events), Redis is asked how they are (belt and braces: an end
+        may have been missed). `not_started(waiting ids)` is called once when nothing was heard of
+        them for the first `not_started_after` seconds.
+        """
         waiting = {str(job_id) for job_id in job_ids} - self._ended
-        quiet_since = time.monotonic()
+        started = quiet_since = time.monotonic()
+        hint_due = not_started is not None
         while waiting:
             try:
-                if self.pump(timeout=1.0):
-                    quiet_since = time.monotonic()
-                elif time.monotonic() - quiet_since >= quiet_check_every:
-                    # A quiet channel: make sure no end was missed (belt and braces).
+                self._heard_ours = False
+                self.pump(timeout=1.0)
+                moment = time.monotonic()
+                if self._reconnected:
+                    self._reconnected = False
+                    self.catch_up(sorted(waiting, key=_numeric_first))
+                if self._heard_ours:
+                    quiet_since, hint_due = moment, False
+                elif hint_due and not_started is not None and moment - started >= not_started_after:
+                    hint_due = False
+                    not_started(sorted(waiting, key=_numeric_first))
+                elif moment - quiet_since >= quiet_check_every:
                     self.catch_up(sorted(waiting, key=_numeric_first))
                     quiet_since = time.monotonic()
-            except REDIS_DOWN as error:
-                not_connected(error)
+            except (*REDIS_DOWN, redis.exceptions.ResponseError) as error:
+                if not isinstance(error, REDIS_DOWN) and refusal(error) is None:
+                    raise
+                say_why_not_yet(error)
                 self._reconnect(sorted(waiting, key=_numeric_first))
             waiting.difference_update(self._newly_ended)
             self._newly_ended.clear()
@@ -232,8 +330,10 @@ class JobEvents:
                 self._pubsub = self._subscribe()
                 self.catch_up(waiting)
                 return
-            except REDIS_DOWN as error:
-                not_connected(error)
+            except (*REDIS_DOWN, redis.exceptions.ResponseError) as error:
+                if not isinstance(error, REDIS_DOWN) and refusal(error) is None:
+                    raise
+                say_why_not_yet(error)
 
     def close(self) -> None:
         self._pubsub.close()

@@ -19,14 +19,17 @@ from datetime import datetime, timezone
 import redis
 from rq.utils import as_text
 
-from queuing_system.console import REDIS_DOWN, arguments, backoff, clean, not_connected, run_lesson, say
+from queuing_system.console import arguments, clean, run_lesson, say
 from queuing_system.jobs import queue_connection
+from queuing_system.keys import running_key
+from queuing_system.reconnect import REDIS_FAULTS, Reconnection
+from queuing_system.rq_keys import RQ
 
 COLUMNS = ("queued", "started", "scheduled", "deferred", "finished", "failed")
 
 
 def _queue_names(connection: redis.Redis) -> list[str]:
-    return sorted(as_text(key).removeprefix("rq:queue:") for key in connection.smembers("rq:queues"))
+    return sorted(as_text(key).removeprefix(RQ.queue_prefix) for key in connection.smembers(RQ.queues))
 
 
 def queue_counts(connection: redis.Redis, names: list[str]) -> dict[str, dict[str, int]]:
@@ -34,23 +37,23 @@ def queue_counts(connection: redis.Redis, names: list[str]) -> dict[str, dict[st
     now = time.time()
     with connection.pipeline(transaction=False) as pipeline:
         for name in names:
-            pipeline.llen(f"rq:queue:{name}")
-            pipeline.zcard(f"rq:wip:{name}")
-            pipeline.zcard(f"rq:scheduled:{name}")
-            pipeline.zcard(f"rq:deferred:{name}")
-            pipeline.zcount(f"rq:finished:{name}", now, "+inf")
-            pipeline.zcount(f"rq:failed:{name}", now, "+inf")
+            pipeline.llen(RQ.queue(name))
+            pipeline.zcard(RQ.wip(name))
+            pipeline.zcard(RQ.scheduled(name))
+            pipeline.zcard(RQ.deferred(name))
+            pipeline.zcount(RQ.finished(name), now, "+inf")
+            pipeline.zcount(RQ.failed(name), now, "+inf")
         counts = pipeline.execute()
     return {name: dict(zip(COLUMNS, counts[i * 6 : i * 6 + 6], strict=True)) for i, name in enumerate(names)}
 
 
 def live_workers(connection: redis.Redis) -> list[dict[str, str]]:
     """Workers whose key still exists (their lease holds) and that have not announced their death."""
-    keys = sorted(as_text(key) for key in connection.smembers("rq:workers"))
+    keys = sorted(as_text(key) for key in connection.smembers(RQ.workers))
     with connection.pipeline(transaction=False) as pipeline:
         for key in keys:
             pipeline.hgetall(key)
-            pipeline.get(f"queuing:running:{key.removeprefix('rq:worker:')}")
+            pipeline.get(running_key(key.removeprefix(RQ.worker_prefix)))
             pipeline.smembers(f"{key}:executions")
         replies = pipeline.execute()
     workers = []
@@ -60,7 +63,7 @@ def live_workers(connection: redis.Redis) -> list[dict[str, str]]:
         if not fields or "death" in fields:
             continue
         in_hand = as_text(running) if running else next((as_text(e) for e in executions), "")
-        fields["name"] = key.removeprefix("rq:worker:")
+        fields["name"] = key.removeprefix(RQ.worker_prefix)
         fields["job"] = in_hand.split(":")[0] if in_hand else ""
         workers.append(fields)
     return workers
@@ -91,16 +94,15 @@ def watch(interval: float) -> None:
     """A snapshot every `interval` seconds, ridden through Redis going away."""
     in_place = sys.stdout.isatty()
     drawn = 0
-    delays = backoff()
+    reconnection = Reconnection()
     connection = queue_connection()
     while True:
         try:
             lines = snapshot(connection)
-            delays = backoff()
-        except REDIS_DOWN as error:
-            not_connected(error)
+            reconnection.succeeded()
+        except REDIS_FAULTS as error:
+            reconnection.failed(error)
             drawn = 0  # the error line broke the picture: draw afresh below it
-            time.sleep(next(delays))
             continue
         if in_place and drawn:
             sys.stdout.write(f"\033[{drawn}F\033[J")  # back to the top of the last snapshot, erase below

@@ -6,6 +6,8 @@ import re
 import time
 from typing import Any
 
+from rq.job import Job
+
 from queuing_system.console import clean, say
 from queuing_system.events import JobEvent, JobEvents
 from queuing_system.settings import env_float
@@ -60,15 +62,16 @@ def first_invalid(jobs: list[Any], numbered: bool = True) -> str | None:
     return None
 
 
-def follow_notification_job(events: JobEvents, job_id: str) -> None:
-    """Print task 7's line for each event of job `job_id` as it arrives (Kue's job.on(...))."""
+def follow_notification_job(events: JobEvents, job: Job) -> None:
+    """Print task 7's line for each event of `job` as it arrives (Kue's job.on(...))."""
     # Event values come from processors (and anyone who can publish on the channel): printed cleaned.
-    events.on(job_id, JobEvent.PROGRESS, lambda percent: say(f"Notification job {job_id} {clean(percent)}% complete"))
-    events.on(job_id, JobEvent.COMPLETED, lambda _: say(f"Notification job {job_id} completed"))
+    job_id = job.id
+    events.on(job, JobEvent.PROGRESS, lambda percent: say(f"Notification job {job_id} {clean(percent)}% complete"))
+    events.on(job, JobEvent.COMPLETED, lambda _: say(f"Notification job {job_id} completed"))
     events.on(
-        job_id, JobEvent.FAILED_ATTEMPT, lambda error: say(f"Notification job {job_id} failed attempt: {clean(error)}")
+        job, JobEvent.FAILED_ATTEMPT, lambda error: say(f"Notification job {job_id} failed attempt: {clean(error)}")
     )
-    events.on(job_id, JobEvent.FAILED, lambda error: say(f"Notification job {job_id} failed: {clean(error)}"))
+    events.on(job, JobEvent.FAILED, lambda error: say(f"Notification job {job_id} failed: {clean(error)}"))
 
 
 def send_latency() -> float:

@@ -1,100 +1,172 @@
 """The processor's Redis steps, each one atomic Lua script (see processor.py for the story).
 
-Keys are built inside the scripts from the names RQ gives them (`rq:job:<id>`,
-`rq:queue:<name>`, `rq:wip:<queue>`, …), so, like RQ itself, this needs a
-standalone Redis (not Cluster). The processor's own keys:
+Each script names its KEYS and ARGV as locals at its top and says what it
+returns; `steps.py` builds those arguments and parses the reply, one type per
+script, for the processor and the tests alike. Keys Python knows are passed as
+KEYS. Keys of jobs a step only finds inside Redis (the next claimed job, the
+workers a sweep finds dead) are built from key prefixes Python passes, taken
+from RQ (`rq_keys.RQ`) and `keys.py` — as RQ's own `rate_limit.py` scripts do —
+so `RQ_KEY_PREFIX` (with or without a hash tag) moves them all. Like RQ itself,
+this needs a standalone Redis (not Cluster).
 
-    queuing:claimed:<worker>   list: jobs this worker took from their queues and has not started
-    queuing:running:<worker>   "<job id>:<execution id>" of the job it runs now
-    queuing:claimers           set: workers that may hold claims (looked at by the recovery sweep)
-
-A worker is alive while its RQ worker key `rq:worker:<name>` exists: each step
-below re-arms that key's expiry (the lease), and a steward thread re-arms it
-during a long job. When it expires, `RECOVER` hands the worker's claims back.
+A worker is alive while its RQ worker key exists: each step below re-arms that
+key's expiry (the lease), and the steward thread re-arms it during a long job.
+When it expires, `RECOVER` hands the worker's claims back.
 """
 
-# Shared by GIVE_BACK and RECOVER: put a claim list back at the front of each job's queue, in order.
-_GIVE_BACK_FUNCTION = """
-local function give_back(claimed_key)
-  local ids = redis.call('LRANGE', claimed_key, 0, -1)
-  for i = #ids, 1, -1 do
-    local origin = redis.call('HGET', 'rq:job:' .. ids[i], 'origin')
-    if origin then
-      redis.call('LPUSH', 'rq:queue:' .. origin, ids[i])
-    end
+# Shared by every step: keys someone else gave the wrong type are noted in `problems` (key, found,
+# wanted: the caller says one line for each) and left alone, never written over.
+_PROBLEMS = """
+local problems = {}
+local function wrong_type(key, wanted)
+  local found = redis.call('TYPE', key)['ok']
+  if found == 'none' or found == wanted then
+    return false
   end
-  redis.call('DEL', claimed_key)
-  return #ids
+  table.insert(problems, key)
+  table.insert(problems, found)
+  table.insert(problems, wanted)
+  return true
 end
 """
 
+# Shared by GIVE_BACK and RECOVER: put a claim list back at the front of each job's queue, in order.
+# Everything is read and checked first, then written (Lua has no rollback): a claimed id whose job key
+# is not a hash is dropped (as RQ's dequeue drops an id whose job is gone); one whose queue has the
+# wrong type stays claimed. Returns how many were given back, and how many stay claimed.
+_GIVE_BACK_FUNCTION = (
+    _PROBLEMS
+    + """
+local function give_back(claimed_key, job_prefix, queue_prefix)
+  if redis.call('TYPE', claimed_key)['ok'] ~= 'list' then
+    return 0, 0
+  end
+  local ids = redis.call('LRANGE', claimed_key, 0, -1)
+  local destinations, kept, queue_fine = {}, {}, {}
+  for i = 1, #ids do
+    local job_key = job_prefix .. ids[i]
+    if not wrong_type(job_key, 'hash') then
+      local origin = redis.call('HGET', job_key, 'origin')
+      if origin then
+        local queue_key = queue_prefix .. origin
+        if queue_fine[queue_key] == nil then
+          queue_fine[queue_key] = not wrong_type(queue_key, 'list')
+        end
+        if queue_fine[queue_key] then
+          destinations[i] = queue_key
+        else
+          table.insert(kept, ids[i])
+        end
+      end
+    end
+  end
+  local given = 0
+  for i = #ids, 1, -1 do
+    if destinations[i] then
+      redis.call('LPUSH', destinations[i], ids[i])
+      given = given + 1
+    end
+  end
+  redis.call('DEL', claimed_key)
+  if #kept > 0 then
+    redis.call('RPUSH', claimed_key, unpack(kept))
+  end
+  return given, #kept
+end
+"""
+)
+
 # Settle the job this worker just ran, claim more jobs if it holds none, start the next one.
-# KEYS: none (see the module docstring).
-# ARGV[1]  worker name                 ARGV[2]  lease, seconds
-# ARGV[3]  now, RQ's utcformat          ARGV[4]  now, unix seconds (a float, as RQ writes it)
+# KEYS[1] the worker's RQ key           KEYS[2] its RQ executions set
+# KEYS[3] its job in hand (queuing:running:<worker>)   KEYS[4] its claim list (queuing:claimed:<worker>)
+# KEYS[5] the workers listening on the first queue (RQ's rq:workers:<queue>: the fair share's divisor)
+# KEYS[6..] the queues, served first to last
+# ARGV[1]  worker name                  ARGV[2]  lease, seconds
+# ARGV[3]  now, RQ's utcformat           ARGV[4]  now, unix seconds (a float, as RQ writes it)
 # ARGV[5]  settle: '' (nothing) | 'finished' (record success here) | 'released' (RQ already recorded the end)
-# ARGV[6]  settled job id              ARGV[7]  its execution id
-# ARGV[8]  its start, unix seconds     ARGV[9]  its end, RQ's utcformat     ARGV[10] its end, unix seconds
+# ARGV[6]  settled job id               ARGV[7]  its execution id
+# ARGV[8]  its start, unix seconds      ARGV[9]  its end, RQ's utcformat     ARGV[10] its end, unix seconds
 # ARGV[11] its return value, base64 of the serialized value ('' for None)
 # ARGV[12] job event to publish once settled ('' for none)   ARGV[13] the job-event channel
 # ARGV[14] claim up to this many jobs when this worker holds none (0: claim nothing)
 # ARGV[15] '1' to start the next claimed job   ARGV[16] the execution id to give it
 # ARGV[17] job timeout to assume when a job has none, seconds
-# ARGV[18..] the queue names, served first to last
-# Returns {settled, job id, job hash (flat), execution id} for the job to run now (nil, nil, nil: none), where
-#   settled is ''     nothing to settle
-#              'ok'   settled (or found settled: a step whose reply was lost had done it)
-#              'lost' the job was no longer this worker's (its lease lapsed and a sweep took it): nothing written
-#              'rq'   left to RQ's own code (the job has dependents, or keeps no result): nothing done at all
+# ARGV[18..23] RQ's key prefixes: job, started registry, finished registry, execution, executions, results
+# ARGV[24] RQ's default result TTL   ARGV[25] RQ's heartbeat grace (SimpleWorker: timeout + 60)
+# ARGV[26] RQ's worker TTL, for jobs that never time out   ARGV[27] the most seconds a TTL or timeout may be
+# Returns {settled, job id, job hash (flat), execution id, problems} for the job to run now (job id false: none),
+# where settled is ''     nothing to settle
+#                  'ok'   settled (or found settled: a step whose reply was lost had done it)
+#                  'lost' the job was no longer this worker's (its lease lapsed and a sweep took it): nothing written
+#                  'rq'   left to RQ's own code (the job has dependents, or keeps no result): nothing done at all
 # or {'no worker'} when this worker's key is gone (presumed dead): nothing was done at all.
+# problems: flat (key, type found, type wanted) of keys left alone: a queue (not served until fixed),
+# the workers set (the fair share then counts one worker), a job key (that job skipped).
 # Every step can be repeated when its reply is lost: a job a lost step started is returned again.
-ADVANCE = """
-local worker, lease = ARGV[1], tonumber(ARGV[2])
-local now_text, now_float = ARGV[3], ARGV[4]
+# Whatever someone else wrote, it reads and checks before it writes: a bad job or key never errors half-way.
+ADVANCE = (
+    _PROBLEMS
+    + """
+local worker_key, executions_key, running_key, claimed_key, workers_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local worker, lease, now_text, now_float = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local settle_mode, settle_id, settle_execution = ARGV[5], ARGV[6], ARGV[7]
+local settle_started, settle_ended_text, settle_ended = ARGV[8], ARGV[9], tonumber(ARGV[10])
+local settle_value, settle_event, channel = ARGV[11], ARGV[12], ARGV[13]
+local claim_max, start_next, next_execution, default_timeout = tonumber(ARGV[14]), ARGV[15], ARGV[16], ARGV[17]
+local job_prefix, wip_prefix, finished_prefix = ARGV[18], ARGV[19], ARGV[20]
+local execution_prefix, executions_prefix, results_prefix = ARGV[21], ARGV[22], ARGV[23]
+local default_result_ttl, heartbeat_grace, worker_ttl = tonumber(ARGV[24]), tonumber(ARGV[25]), tonumber(ARGV[26])
+local most_seconds = tonumber(ARGV[27])
 local now = math.floor(tonumber(now_float))
-local worker_key = 'rq:worker:' .. worker
-if redis.call('EXISTS', worker_key) == 0 or redis.call('HEXISTS', worker_key, 'death') == 1 then
+-- A number of seconds RQ and EXPIRE both take (a whole number from -1 up), else `fallback`.
+local function seconds(value, fallback)
+  local n = tonumber(value)
+  if n and n == math.floor(n) and n >= -1 and n <= most_seconds then
+    return n
+  end
+  return fallback
+end
+if redis.call('TYPE', worker_key)['ok'] ~= 'hash' or redis.call('HEXISTS', worker_key, 'death') == 1 then
   return {'no worker'}
 end
-local running_key = 'queuing:running:' .. worker
-local claimed_key = 'queuing:claimed:' .. worker
-local executions_key = worker_key .. ':executions'
 
 -- 1. settle
 local settled = ''
-if ARGV[5] ~= '' then
-  local job_id, execution_id = ARGV[6], ARGV[7]
-  local composite = job_id .. ':' .. execution_id
-  local job_key = 'rq:job:' .. job_id
+if settle_mode ~= '' then
+  local composite = settle_id .. ':' .. settle_execution
+  local job_key = job_prefix .. settle_id
+  local job_is_hash = not wrong_type(job_key, 'hash')
   if redis.call('GET', running_key) ~= composite then
     -- Not (or no longer) in hand: settled already by a step whose reply was lost, or taken by a sweep.
-    local status = redis.call('HGET', job_key, 'status')
-    if ARGV[5] == 'released' or status == 'finished' then
+    local status = job_is_hash and redis.call('HGET', job_key, 'status')
+    if settle_mode == 'released' or status == 'finished' then
       settled = 'done before'
     else
       settled = 'lost'
     end
-  elseif ARGV[5] == 'released' then
+  elseif settle_mode == 'released' then
     settled = 'ok'
+  elseif not job_is_hash then
+    settled = 'lost'  -- someone replaced the job's hash while it ran: nothing of it to settle
   else
     local origin = redis.call('HGET', job_key, 'origin')
-    local result_ttl = tonumber(redis.call('HGET', job_key, 'result_ttl') or '500')  -- RQ's DEFAULT_RESULT_TTL
+    local result_ttl = seconds(redis.call('HGET', job_key, 'result_ttl') or default_result_ttl, default_result_ttl)
     if not origin or result_ttl == 0 or redis.call('EXISTS', job_key .. ':dependents') == 1 then
       return {'rq', false, false}
     end
     -- RQ's Job._handle_success: status, end time, a Result in the job's results stream, the finished registry
-    local ended_text, ended = ARGV[9], tonumber(ARGV[10])
-    redis.call('HSET', job_key, 'status', 'finished', 'ended_at', ended_text, 'last_heartbeat', ended_text)
+    redis.call('HSET', job_key, 'status', 'finished', 'ended_at', settle_ended_text,
+               'last_heartbeat', settle_ended_text)
     local result = {'type', '1', 'worker_name', worker}
-    if ARGV[11] ~= '' then
+    if settle_value ~= '' then
       table.insert(result, 'return_value')
-      table.insert(result, ARGV[11])
+      table.insert(result, settle_value)
     end
-    for _, field in ipairs({'execution_id', execution_id, 'execution_started_at', ARGV[8],
+    for _, field in ipairs({'execution_id', settle_execution, 'execution_started_at', settle_started,
                             'execution_ended_at', ARGV[10]}) do
       table.insert(result, field)
     end
-    local results_key = 'rq:results:' .. job_id
+    local results_key = results_prefix .. settle_id
     redis.call('XADD', results_key, 'MAXLEN', '~', '10', '*', unpack(result))
     if result_ttl == -1 then
       redis.call('PERSIST', results_key)
@@ -103,7 +175,7 @@ if ARGV[5] ~= '' then
     end
     local score = now + result_ttl
     if result_ttl == -1 then score = '+inf' elseif result_ttl < 0 then score = result_ttl end
-    redis.call('ZADD', 'rq:finished:' .. origin, score, job_id)
+    redis.call('ZADD', finished_prefix .. origin, score, settle_id)
     -- RQ's Job.cleanup(result_ttl): the job is kept as long as its result
     if result_ttl > 0 then
       redis.call('EXPIRE', job_key, result_ttl)
@@ -111,40 +183,40 @@ if ARGV[5] ~= '' then
       redis.call('EXPIRE', job_key .. ':dependencies', result_ttl)
     end
     -- RQ's cleanup_execution, and the worker's counters
-    redis.call('DEL', 'rq:execution:' .. composite)
-    redis.call('ZREM', 'rq:wip:' .. origin, composite)
-    redis.call('ZREM', 'rq:executions:' .. job_id, execution_id)
+    redis.call('DEL', execution_prefix .. composite)
+    redis.call('ZREM', wip_prefix .. origin, composite)
+    redis.call('ZREM', executions_prefix .. settle_id, settle_execution)
     redis.call('SREM', executions_key, composite)
     redis.call('HINCRBY', worker_key, 'successful_job_count', 1)
-    redis.call('HINCRBYFLOAT', worker_key, 'total_working_time', ended - tonumber(ARGV[8]))
+    redis.call('HINCRBYFLOAT', worker_key, 'total_working_time', settle_ended - tonumber(settle_started))
     settled = 'ok'
   end
   if settled == 'ok' then
     redis.call('DEL', running_key)
-    if ARGV[12] ~= '' then
-      redis.call('PUBLISH', ARGV[13], ARGV[12])
+    if settle_event ~= '' then
+      redis.call('PUBLISH', channel, settle_event)
     end
   end
 end
 
--- 2. claim: when this worker holds no claims, take its fair share of the backlog (at most ARGV[14])
-local queues = {}
-for i = 18, #ARGV do
-  queues[#queues + 1] = ARGV[i]
-end
-local claim_max = tonumber(ARGV[14])
+-- 2. claim: when this worker holds no claims, take its fair share of the backlog (at most claim_max)
 if claim_max > 0 and redis.call('LLEN', claimed_key) == 0 then
-  local backlog = 0
-  for _, name in ipairs(queues) do
-    backlog = backlog + redis.call('LLEN', 'rq:queue:' .. name)
+  local queues, backlog = {}, 0
+  for i = 6, #KEYS do
+    if not wrong_type(KEYS[i], 'list') then
+      table.insert(queues, KEYS[i])
+      backlog = backlog + redis.call('LLEN', KEYS[i])
+    end
   end
-  local workers = math.max(1, redis.call('SCARD', 'rq:workers:' .. queues[1]))
+  local workers = 1
+  if not wrong_type(workers_key, 'set') then
+    workers = math.max(1, redis.call('SCARD', workers_key))
+  end
   local wanted = math.min(claim_max, math.ceil(backlog / workers))
-  for _, name in ipairs(queues) do
+  for _, queue_key in ipairs(queues) do
     if wanted <= 0 then
       break
     end
-    local queue_key = 'rq:queue:' .. name
     local ids = redis.call('LRANGE', queue_key, 0, wanted - 1)
     if #ids > 0 then
       redis.call('LTRIM', queue_key, #ids, -1)
@@ -160,43 +232,45 @@ local in_hand = redis.call('GET', running_key)
 if in_hand then
   -- A job a step started whose reply never reached us (Redis went away): that job runs now.
   local job_id, execution_id = string.match(in_hand, '^(.*):([^:]*)$')
-  if redis.call('EXISTS', 'rq:job:' .. job_id) == 1 then
+  if job_id and redis.call('TYPE', job_prefix .. job_id)['ok'] == 'hash' then
     started_id, started_execution = job_id, execution_id
-    started_hash = redis.call('HGETALL', 'rq:job:' .. job_id)
+    started_hash = redis.call('HGETALL', job_prefix .. job_id)
   else
     redis.call('DEL', running_key)
   end
 end
-if ARGV[15] == '1' and not started_id then
+if start_next == '1' and not started_id then
   while true do
     local job_id = redis.call('LPOP', claimed_key)
     if not job_id then
       break
     end
-    local job_key = 'rq:job:' .. job_id
-    local origin = redis.call('HGET', job_key, 'origin')
-    if origin then  -- a job whose hash is gone is skipped, as RQ's dequeue skips it
-      local execution_id = ARGV[16]
-      local composite = job_id .. ':' .. execution_id
-      local timeout = tonumber(redis.call('HGET', job_key, 'timeout') or '') or tonumber(ARGV[17])
-      local ttl = timeout + 60  -- RQ's SimpleWorker.get_heartbeat_ttl
+    local job_key = job_prefix .. job_id
+    -- A job whose hash is gone (or is not a hash) is skipped, as RQ's dequeue skips it.
+    local origin = not wrong_type(job_key, 'hash') and redis.call('HGET', job_key, 'origin')
+    if origin then
+      local composite = job_id .. ':' .. next_execution
+      -- A timeout that is not a whole number of seconds: the TTLs assume the default, and the
+      -- processor fails the job with that reason before running anything of it.
+      local timeout = seconds(redis.call('HGET', job_key, 'timeout'), tonumber(default_timeout))
+      local ttl = timeout + heartbeat_grace  -- RQ's SimpleWorker.get_heartbeat_ttl
       if timeout == -1 then
-        ttl = 420  -- RQ's DEFAULT_WORKER_TTL, for jobs that never time out
+        ttl = worker_ttl  -- for jobs that never time out
       end
       redis.call('SET', running_key, composite)
       redis.call('HSET', job_key, 'status', 'started', 'started_at', now_text, 'last_heartbeat', now_text,
                  'worker_name', worker)
       redis.call('PERSIST', job_key)
-      local execution_key = 'rq:execution:' .. composite
-      redis.call('HSET', execution_key, 'id', execution_id, 'job_id', job_id, 'created_at', now_float,
+      local execution_key = execution_prefix .. composite
+      redis.call('HSET', execution_key, 'id', next_execution, 'job_id', job_id, 'created_at', now_float,
                  'last_heartbeat', now_float, 'worker_name', worker)
       redis.call('EXPIRE', execution_key, ttl)
-      redis.call('ZADD', 'rq:executions:' .. job_id, now + ttl + 60, execution_id)
-      redis.call('EXPIRE', 'rq:executions:' .. job_id, ttl + 60)
-      redis.call('ZADD', 'rq:wip:' .. origin, now + ttl, composite)
+      redis.call('ZADD', executions_prefix .. job_id, now + ttl + heartbeat_grace, next_execution)
+      redis.call('EXPIRE', executions_prefix .. job_id, ttl + heartbeat_grace)
+      redis.call('ZADD', wip_prefix .. origin, now + ttl, composite)
       redis.call('SADD', executions_key, composite)
       redis.call('EXPIRE', executions_key, ttl)  -- created for ttl + 60, then RQ's heartbeat sets ttl
-      started_id, started_execution = job_id, execution_id
+      started_id, started_execution = job_id, next_execution
       started_hash = redis.call('HGETALL', job_key)
       break
     end
@@ -209,62 +283,86 @@ redis.call('EXPIRE', worker_key, lease)
 if settled == 'done before' then
   settled = 'ok'
 end
-return {settled, started_id, started_hash, started_execution}
+return {settled, started_id, started_hash, started_execution, problems}
 """
+)
 
 # Is the job in hand still this worker's? Re-arms the lease when it is.
-# ARGV[1] worker name   ARGV[2] lease, seconds   ARGV[3] "<job id>:<execution id>"
+# KEYS[1] the worker's job in hand (queuing:running:<worker>)   KEYS[2] the worker's RQ key
+# ARGV[1] "<job id>:<execution id>"   ARGV[2] lease, seconds
 # Returns 1 (still this worker's) or 0 (a sweep took it: the worker was presumed dead).
 STILL_MINE = """
-local worker_key = 'rq:worker:' .. ARGV[1]
-if redis.call('GET', 'queuing:running:' .. ARGV[1]) ~= ARGV[3] or redis.call('EXISTS', worker_key) == 0 then
+local running_key, worker_key = KEYS[1], KEYS[2]
+local composite, lease = ARGV[1], ARGV[2]
+if redis.call('GET', running_key) ~= composite or redis.call('EXISTS', worker_key) == 0 then
   return 0
 end
-redis.call('EXPIRE', worker_key, ARGV[2])
+redis.call('EXPIRE', worker_key, lease)
 return 1
 """
 
 # Give every job a worker has claimed but not started back to the front of its queue, in order.
-# ARGV[1] worker name. Returns how many were given back.
+# KEYS[1] the worker's claim list (queuing:claimed:<worker>)
+# ARGV[1] RQ's job key prefix   ARGV[2] RQ's queue key prefix
+# Returns {how many were given back, problems (flat: key, type found, type wanted)}.
 GIVE_BACK = (
     _GIVE_BACK_FUNCTION
     + """
-return give_back('queuing:claimed:' .. ARGV[1])
+local claimed_key = KEYS[1]
+local job_prefix, queue_prefix = ARGV[1], ARGV[2]
+local given = give_back(claimed_key, job_prefix, queue_prefix)
+return {given, problems}
 """
 )
 
 # The recovery sweep: for every claimer whose worker key is gone (or says it died), give its claims
 # back, free the scheduler locks it held on these queues (RQ's would block retries and delayed jobs
 # for a minute), and take over its job in hand (the caller then fails or retries it through RQ).
-# ARGV: the queue names whose scheduler locks may be freed.
-# Returns a flat list: worker name, "<job id>:<execution id>" of its job in hand or '', …
+# KEYS[1] the claimers set (queuing:claimers)   KEYS[2..] RQ's scheduler locks of these queues
+# ARGV[1] RQ's worker key prefix   ARGV[2] claim list prefix   ARGV[3] job-in-hand prefix
+# ARGV[4] RQ's job key prefix      ARGV[5] RQ's queue key prefix
+# Returns {flat list: worker name, "<job id>:<execution id>" of its job in hand or '', …; problems}.
+# A dead worker with claims that cannot go back yet (their queue has the wrong type) stays a claimer.
 RECOVER = (
     _GIVE_BACK_FUNCTION
     + """
+local claimers_key = KEYS[1]
+local worker_prefix, claimed_prefix, running_prefix, job_prefix, queue_prefix =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local recovered = {}
-for _, name in ipairs(redis.call('SMEMBERS', 'queuing:claimers')) do
-  local worker_key = 'rq:worker:' .. name
-  if redis.call('EXISTS', worker_key) == 0 or redis.call('HEXISTS', worker_key, 'death') == 1 then
-    give_back('queuing:claimed:' .. name)
-    local running = redis.call('GET', 'queuing:running:' .. name) or ''
-    redis.call('DEL', 'queuing:running:' .. name)
-    redis.call('SREM', 'queuing:claimers', name)
-    for _, queue in ipairs(ARGV) do
-      local lock = 'rq:scheduler-lock:' .. queue
-      if redis.call('GET', lock) == name then
-        redis.call('DEL', lock)
+if wrong_type(claimers_key, 'set') then
+  return {recovered, problems}
+end
+for _, name in ipairs(redis.call('SMEMBERS', claimers_key)) do
+  local worker_key = worker_prefix .. name
+  if redis.call('TYPE', worker_key)['ok'] ~= 'hash' or redis.call('HEXISTS', worker_key, 'death') == 1 then
+    local _, kept = give_back(claimed_prefix .. name, job_prefix, queue_prefix)
+    local running_key = running_prefix .. name
+    local running = ''
+    if not wrong_type(running_key, 'string') then
+      running = redis.call('GET', running_key) or ''
+      redis.call('DEL', running_key)
+    end
+    if kept == 0 then
+      redis.call('SREM', claimers_key, name)
+    end
+    for i = 2, #KEYS do
+      if redis.call('GET', KEYS[i]) == name then
+        redis.call('DEL', KEYS[i])
       end
     end
     table.insert(recovered, name)
     table.insert(recovered, running)
   end
 end
-return recovered
+return {recovered, problems}
 """
 )
 
 # Re-arm a worker's lease if its key still exists (the steward, during a long job).
-# ARGV[1] worker name   ARGV[2] lease, seconds. Returns 1, or 0 when the key is gone.
+# KEYS[1] the worker's RQ key   ARGV[1] lease, seconds
+# Returns 1, or 0 when the key is gone.
 KEEP_ALIVE = """
-return redis.call('EXPIRE', 'rq:worker:' .. ARGV[1], ARGV[2])
+local worker_key, lease = KEYS[1], ARGV[1]
+return redis.call('EXPIRE', worker_key, lease)
 """

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
+import ssl
 from collections.abc import Mapping
-from urllib.parse import quote, urlsplit
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import redis
 import redis.asyncio
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.retry import Retry
+
+from queuing_system import sentinel_url
+from queuing_system.connection_policy import no_resend, no_resend_async, reconnecting
+from queuing_system.sentinel_client import group_client, group_client_async, group_of
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -81,13 +86,19 @@ def check_redis_url(url: str) -> str:
     example = "redis://127.0.0.1:6379/0"
     if "://" not in url:
         raise ConfigError(f"{problem} no scheme; expected something like {example}")
+    if sentinel_url.is_sentinel_url(url):
+        try:
+            sentinel_url.SentinelAddress.parse(url)
+        except ValueError as error:
+            raise ConfigError(f"{problem} {error}") from None
+        return url
     try:
         parts = urlsplit(url)
         port = parts.port  # out of range or not a number: ValueError
     except ValueError as error:
         raise ConfigError(f"{problem} {error}; expected something like {example}") from None
     if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"{problem} scheme {parts.scheme!r} is not redis://, rediss:// or unix://")
+        raise ConfigError(f"{problem} scheme {parts.scheme!r} is not redis://, rediss://, unix:// or redis+sentinel://")
     if parts.scheme == "unix":
         if not parts.path:
             raise ConfigError(f"{problem} expected the socket's path, like unix:///run/redis.sock")
@@ -107,42 +118,83 @@ def connect(
     *,
     decode_responses: bool = True,
     retries: int = 2,
-    socket_timeout: float | None = 3.0,
+    socket_timeout: float = 3.0,
     single_connection: bool = False,
 ) -> redis.Redis:
-    """A client for `url` (default: `redis_url()`).
+    """A client for `url` (default: `redis_url()`), a plain Redis or a Sentinel group's primary.
 
-    A few quick retries ride out a blip; anything longer surfaces as
-    `redis.exceptions.ConnectionError` so the caller can say so in one line.
-    A server that accepts the connection and never answers is an error after
-    `socket_timeout` seconds (per attempt), never a silent hang.
+    `retries` quick attempts to connect ride out a blip; a command is never re-sent (see
+    connection_policy): a write whose reply was lost is a ConnectionError/TimeoutError for the
+    caller, who repeats it only if the write is safe to repeat. A server that accepts the
+    connection and never answers is an error after `socket_timeout` seconds (blocking commands
+    included: their own timeout must be shorter), never a silent hang.
     RQ needs `decode_responses=False`; the lessons print text, so they decode.
     """
+    url = url or redis_url()
+    if sentinel_url.is_sentinel_url(url):
+        return group_client(
+            sentinel_url.SentinelAddress.parse(url),
+            decode_responses=decode_responses,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=3.0,
+            connect_retries=retries,
+            single_connection=single_connection,
+        )
+    wanted = redis.connection.parse_url(url).get("connection_class", redis.Connection)  # TCP, TLS or a socket
     return redis.Redis.from_url(
-        url or redis_url(),
+        url,
         decode_responses=decode_responses,
         socket_timeout=socket_timeout,
         socket_connect_timeout=3.0,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
+        retry=no_resend(),
+        connection_class=reconnecting(wanted, retries),
         single_connection_client=single_connection,
     )
 
 
 def connect_async(url: str | None = None, *, retries: int = 2) -> redis.asyncio.Redis:
     """The `redis.asyncio` twin of `connect()` (text replies)."""
-    from redis.asyncio.retry import Retry as AsyncRetry
-
+    url = url or redis_url()
+    if sentinel_url.is_sentinel_url(url):
+        return group_client_async(
+            sentinel_url.SentinelAddress.parse(url),
+            socket_timeout=3.0,
+            socket_connect_timeout=3.0,
+            connect_retries=retries,
+        )
+    wanted = redis.asyncio.connection.parse_url(url).get("connection_class", redis.asyncio.Connection)
     return redis.asyncio.Redis.from_url(
-        url or redis_url(),
+        url,
         decode_responses=True,
         socket_timeout=3.0,
         socket_connect_timeout=3.0,
-        retry=AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
+        retry=no_resend_async(),
+        connection_class=reconnecting(wanted, retries),
     )
 
 
+def shown_url(url: str) -> str:
+    """`url` fit to print or show on a page: its password (in the address or the query) as `***`."""
+    address, question, query = url.partition("?")
+    scheme, sep, rest = address.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, _, hosts = netloc.rpartition("@")  # the last @: a password may hold one, unquoted
+    if ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    shown = f"{scheme}{sep}{netloc}{slash}{path}"
+    if not question:
+        return shown
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return f"{shown}?" + urlencode([(k, "***" if "password" in k.lower() else v) for k, v in pairs], safe="/*")
+
+
 def url_of(client: redis.Redis) -> str:
-    """The redis:// URL a client talks to (to open a twin connection with other options)."""
+    """The URL a client talks to, to open a twin connection with other options: its address, user,
+    password and database, and every TLS setting it has (CA, client certificate and key, verification
+    mode, host name check, …) so that the twin trusts what the client trusts. A TLS setting no URL can
+    carry is a ValueError, never dropped (a twin without it would fail, or trust too much)."""
+    if group := group_of(client):  # a Sentinel group: its URL, so the twin follows failovers too
+        return group.url()
     pool = client.connection_pool
     kwargs = pool.connection_kwargs
     password = kwargs.get("password")
@@ -150,6 +202,41 @@ def url_of(client: redis.Redis) -> str:
     auth = f"{quote(user, safe='')}:{quote(password, safe='')}@" if password else ""
     if issubclass(pool.connection_class, redis.UnixDomainSocketConnection):
         return f"unix://{auth}{kwargs['path']}?db={kwargs.get('db', 0)}"
-    scheme = "rediss" if issubclass(pool.connection_class, redis.SSLConnection) else "redis"
     host = _bracketed(kwargs.get("host", "127.0.0.1"))
-    return f"{scheme}://{auth}{host}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    address = f"{host}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    if not issubclass(pool.connection_class, redis.SSLConnection):
+        return f"redis://{auth}{address}"
+    query = urlencode(_tls_query(kwargs), safe="/")
+    return f"rediss://{auth}{address}" + (f"?{query}" if query else "")
+
+
+_CERT_REQS = {ssl.CERT_NONE: "none", ssl.CERT_OPTIONAL: "optional", ssl.CERT_REQUIRED: "required"}
+
+
+def _tls_query(kwargs: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The TLS settings among `kwargs` that differ from redis-py's defaults, as redis-py reads them from a URL."""
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(redis.SSLConnection.__init__).parameters.items()
+        if name.startswith("ssl_")
+    }
+    query: list[tuple[str, str]] = []
+    for name, value in kwargs.items():
+        if name == "ssl_cert_reqs" and value is None:
+            value = ssl.CERT_NONE  # redis-py reads None as "verify nothing"
+        if not name.startswith("ssl_") or value is None or value == defaults.get(name):
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, ssl.VerifyMode):
+            text = _CERT_REQS[value]
+        elif isinstance(value, int):  # ssl_min_version, a TLSVersion
+            text = str(int(value))
+        elif isinstance(value, (list, tuple)) and all(isinstance(flag, ssl.VerifyFlags) for flag in value):
+            text = ",".join(str(flag.name) for flag in value)
+        elif isinstance(value, str):
+            text = value
+        else:
+            raise ValueError(f"the TLS setting {name} cannot be carried in a URL")
+        query.append((name, text))
+    return query

@@ -32,6 +32,7 @@ import redis
 
 from queuing_system.console import REDIS_DOWN
 from queuing_system.keys import STOCK_PENDING, STOCK_RECORDS, STOCK_RESERVED
+from queuing_system.replication import Confirmation
 from queuing_system.settings import env_int
 from queuing_system.web import idempotent
 
@@ -138,6 +139,9 @@ class StockReservations:
         self._reserve = client.register_script(RESERVE)
         self._confirm = client.register_script(CONFIRM)
         self._cancel = client.register_script(CANCEL)
+        # Confirm and cancel answer only once replicated (with a Sentinel group; nothing otherwise):
+        # a confirmation a failover could take back would sell the unit again.
+        self._replicated = Confirmation.of(client)
 
     @staticmethod
     def _keys(item_id: int) -> list[str]:
@@ -151,10 +155,12 @@ class StockReservations:
         return Outcome(_text(self._reserve(keys=self._keys(item_id), args=[stock, reservation_id, self._pending_ms])))
 
     def confirm(self, item_id: int, reservation_id: str) -> Outcome:
-        return Outcome(_text(self._confirm(keys=self._keys(item_id)[1:], args=[reservation_id])))
+        keys = self._keys(item_id)[1:]
+        return Outcome(_text(self._replicated.run(self._client, lambda on: self._confirm(keys, [reservation_id], on))))
 
     def cancel(self, item_id: int, reservation_id: str) -> Outcome:
-        return Outcome(_text(self._cancel(keys=self._keys(item_id), args=[reservation_id])))
+        keys = self._keys(item_id)
+        return Outcome(_text(self._replicated.run(self._client, lambda on: self._cancel(keys, [reservation_id], on))))
 
     def reserve_one(self, item_id: int, stock: int) -> Outcome:
         """A whole reservation: reserve, then confirm, each repeated safely after a lost connection or a

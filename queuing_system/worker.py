@@ -28,21 +28,13 @@ from typing import Any
 
 import redis
 
-from queuing_system.console import REDIS_DOWN, backoff, not_connected
 from queuing_system.jobs import queue_connection
 from queuing_system.processor import Processor, ProcessorSettings
+from queuing_system.reconnect import REDIS_FAULTS, Reconnection
 from queuing_system.settings import connect, redis_url
 
 # A worker process that keeps dying is replaced at most this often before the processor gives up.
 RESPAWNS_PER_MINUTE = 10
-
-
-class _RedisDownLines(logging.Handler):
-    """Turn RQ's 'could not connect' log record into the lesson's one line; drop the rest."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if str(record.msg).startswith("Worker %s: could not connect to Redis") and len(record.args or ()) > 1:
-            not_connected(record.args[1])  # type: ignore[index]
 
 
 def configure_logging(verbose: bool) -> None:
@@ -52,7 +44,7 @@ def configure_logging(verbose: bool) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
         rq_logger.setLevel(logging.INFO)
         return
-    rq_logger.handlers[:] = [_RedisDownLines()]
+    rq_logger.handlers[:] = [logging.NullHandler()]  # our loop says what the learner must know
     rq_logger.setLevel(logging.ERROR)
     rq_logger.propagate = False
     for name in ("rq.worker", "rq.job", "rq.queue", "rq.registry", "rq.scheduler"):
@@ -64,20 +56,18 @@ def configure_logging(verbose: bool) -> None:
 
 def wait_for_redis(url: str | None, stopped: threading.Event) -> redis.Redis | None:
     """A client once Redis answers (the not-connected line per failed attempt), or None if stopped first."""
-    for delay in backoff():
-        if stopped.is_set():
-            return None
+    reconnection = Reconnection(stopped)
+    while not stopped.is_set():
         # A quick check first (one try, a 3 s limit): a silent or wrong server is said at once, not waited on.
         probe = connect(url, decode_responses=False, retries=0)
         try:
             probe.ping()
             return queue_connection(url)
-        except REDIS_DOWN as error:
-            not_connected(error)
-            stopped.wait(delay)
+        except REDIS_FAULTS as error:  # away, not Redis, no such database, refusing: say it, try again
+            reconnection.failed(error)
         finally:
             probe.close()
-    return None  # pragma: no cover - backoff() never ends
+    return None
 
 
 def serve(
@@ -97,6 +87,7 @@ def serve(
 
     signal.signal(signal.SIGINT, stop_before_start)
     signal.signal(signal.SIGTERM, stop_before_start)
+    reconnection = Reconnection(stopped)
     while not stopped.is_set():
         connection = wait_for_redis(url, stopped)
         if connection is None:
@@ -105,8 +96,8 @@ def serve(
             processor = Processor(
                 base_queue, connection, functions=functions, settings=settings, watch_parent=watch_parent
             )
-        except REDIS_DOWN as error:  # it went away again between the PING and the worker's first words
-            not_connected(error)
+        except REDIS_FAULTS as error:  # it went away (or said no) between the PING and the worker's first words
+            reconnection.failed(error)
             continue
         if stopped.is_set():
             return 0
@@ -161,6 +152,7 @@ class _Tree:
         self._children: list[multiprocessing.process.BaseProcess] = []
         self._stopping = False
         self._respawns: list[float] = []
+        self._pid = os.getpid()  # the processor's own process (its workers inherit this object)
 
     def run(self) -> int:
         signal.signal(signal.SIGINT, self._pass_on)
@@ -196,6 +188,9 @@ class _Tree:
 
     def _pass_on(self, signum: int, frame: FrameType | None) -> None:
         """Every stop signal reaches every worker (a worker counts a repeat within a second once)."""
+        if os.getpid() != self._pid:
+            # A worker just forked, stopped before it set its own handlers: it has started nothing yet.
+            os._exit(0)
         self._stopping = True
         for child in self._children:
             if child.pid and child.is_alive():
@@ -258,7 +253,7 @@ class BackgroundProcessing:
             return True
 
     def _run(self) -> None:
-        delays = backoff()
+        reconnection = Reconnection(self._stopped)
         while not self._stopped.is_set():
             connection = wait_for_redis(self._url, self._stopped)
             if connection is None:
@@ -272,11 +267,12 @@ class BackgroundProcessing:
                     if self._stopped.is_set():
                         processor.request_stop_from_thread()
                 processor.work()
-            except REDIS_DOWN as error:
-                not_connected(error)
+            except REDIS_FAULTS as error:
+                reconnection.failed(error)
+                continue
             except Exception as error:  # keep serving; the next round starts a fresh worker
                 logging.getLogger("rq.worker").exception("processing stopped: %s", error)
-            self._stopped.wait(next(delays))
+            reconnection.wait()
 
     def stop(self, timeout: float = 60.0) -> None:
         self._stopped.set()

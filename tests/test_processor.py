@@ -4,7 +4,9 @@ claims are shared and given back. (The processes around it are tested in test_jo
 from __future__ import annotations
 
 import json
+import signal
 import threading
+from datetime import datetime, timezone
 
 import pytest
 import redis
@@ -12,9 +14,11 @@ from rq import SimpleWorker
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
-from queuing_system import processor_lua
-from queuing_system.jobs import JobSettings, enqueue, enqueue_many, job_queue
+from queuing_system.job_run import OfferedJob
+from queuing_system.jobs import JobSettings, enqueue, enqueue_many, job_queue, queues_by_priority
+from queuing_system.processes import ScriptProcess, run_script
 from queuing_system.processor import Processor, ProcessorSettings
+from queuing_system.steps import Advance, AdvanceReply, GiveBack, Recover, Recovered, Settled
 from tests.job_helpers import eventually, fetch
 from tests.jobs_for_tests import HOLD, RECORD, SNAPSHOT_KEY, STARTED_KEY, hold, record_what_redis_holds, redis_picture
 
@@ -55,32 +59,20 @@ def test_rq_sees_our_jobs_as_its_own(redis_url, rq_connection) -> None:
     assert "rq:results:1" in rq_after
 
 
-def advance(connection: redis.Redis, worker: str, *, claim: int = 50, start: str = "1", execution: str = "e1") -> list:
+def advance(
+    connection: redis.Redis, worker: str, *, claim: int = 50, start: bool = True, execution: str = "e1"
+) -> AdvanceReply:
     """One ADVANCE step with nothing to settle."""
-    return connection.register_script(processor_lua.ADVANCE)(
-        args=[
-            worker,
-            15,
-            "2026-01-01T00:00:00.000000Z",
-            "1767225600.0",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "queuing:job_events",
-            claim,
-            start,
-            execution,
-            20,
-            f"{QUEUE}:high",
-            QUEUE,
-            f"{QUEUE}:low",
-        ]
-    )
+    return Advance(
+        worker=worker,
+        lease=15,
+        queues=queues_by_priority(QUEUE),
+        now=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        execution_id=execution,
+        default_timeout=20,
+        claim=claim,
+        start=start,
+    ).run(connection.execute_command)
 
 
 @pytest.fixture
@@ -96,8 +88,9 @@ def test_a_step_whose_reply_is_lost_can_be_repeated(rq_connection, worker) -> No
         enqueue(queue, RECORD, {"n": n})
     first = advance(rq_connection, worker, execution="e1")
     again = advance(rq_connection, worker, execution="e2")  # as if the first reply never arrived
-    assert (first[1], first[3]) == (b"1", b"e1")
-    assert (again[1], again[3]) == (b"1", b"e1")  # the same job, the same execution: nothing started twice
+    assert first.started is not None and again.started is not None
+    assert (first.started.job_id, first.started.execution_id) == ("1", "e1")
+    assert (again.started.job_id, again.started.execution_id) == ("1", "e1")  # nothing started twice
     assert rq_connection.zrange(f"rq:wip:{QUEUE}", 0, -1) == [b"1:e1"]
 
 
@@ -109,9 +102,9 @@ def test_a_claim_is_a_fair_share_and_given_back_in_order(rq_connection, worker) 
     enqueue(high, RECORD, {"n": "urgent"})  # id 7
     reply = advance(rq_connection, worker, claim=50)
     # 7 queued, 2 workers: a share of 4, high first; the first is started, three stay claimed.
-    assert reply[1] == b"7"
+    assert reply.started is not None and reply.started.job_id == "7"
     assert rq_connection.lrange("queuing:claimed:w", 0, -1) == [b"1", b"2", b"3"]
-    assert rq_connection.register_script(processor_lua.GIVE_BACK)(args=["w"]) == 3
+    assert GiveBack("w").run(rq_connection.execute_command) == (3, [])
     assert queue.job_ids == ["1", "2", "3", "4", "5", "6"]  # back at the front, in order
 
 
@@ -122,22 +115,22 @@ def test_the_sweep_gives_a_dead_workers_claims_back_and_takes_its_job_in_hand(rq
     rq_connection.sadd("queuing:claimers", "w")
     advance(rq_connection, worker, claim=3)  # job 1 in hand, 2 and 3 claimed
     rq_connection.set(f"rq:scheduler-lock:{QUEUE}", "w")
-    recover = rq_connection.register_script(processor_lua.RECOVER)
-    assert recover(args=[QUEUE]) == []  # alive: nothing to do
+    recover = Recover([QUEUE])
+    assert recover.run(rq_connection.execute_command) == ([], [])  # alive: nothing to do
     rq_connection.delete("rq:worker:w")  # its lease lapses
-    assert recover(args=[QUEUE]) == [b"w", b"1:e1"]
+    assert recover.run(rq_connection.execute_command) == ([Recovered("w", "1:e1")], [])
     assert queue.job_ids == ["2", "3"]
     assert not rq_connection.exists(f"rq:scheduler-lock:{QUEUE}", "queuing:claimed:w", "queuing:running:w")
-    assert recover(args=[QUEUE]) == []  # once only
+    assert recover.run(rq_connection.execute_command) == ([], [])  # once only
 
 
 def test_no_worker_no_step(rq_connection) -> None:
     enqueue(job_queue(QUEUE, rq_connection), RECORD)
-    assert advance(rq_connection, "ghost") == [b"no worker"]
+    assert advance(rq_connection, "ghost") == AdvanceReply(Settled.NO_WORKER, None)
     assert job_queue(QUEUE, rq_connection).job_ids == ["1"]
 
 
-def slow_batch(connection: redis.Redis) -> tuple[Processor, list[str], threading.Thread]:
+def slow_batch(connection: redis.Redis, hold_limit: float = 0.2) -> tuple[Processor, list[str], threading.Thread]:
     """A processor whose claim is [a 2 s job, two quick ones], running in a thread."""
     queue = job_queue(QUEUE, connection)
     ids = [enqueue(queue, HOLD, seconds).id for seconds in (2.0, 0, 0)]
@@ -146,9 +139,9 @@ def slow_batch(connection: redis.Redis) -> tuple[Processor, list[str], threading
         connection,
         functions={HOLD: hold},
         in_thread=True,
-        settings=ProcessorSettings(hold_limit=0.2, maintenance_interval=600),
+        settings=ProcessorSettings(hold_limit=hold_limit, maintenance_interval=600),
     )
-    processor._job_seconds = 0.001  # a quick pace so far: it claims all three at once
+    processor.runner.pace = 0.001  # a quick pace so far: it claims all three at once
     thread = threading.Thread(target=processor.work, kwargs={"burst": True})
     thread.start()
     eventually(lambda: connection.llen(STARTED_KEY) == 1)
@@ -165,8 +158,7 @@ def test_a_slow_job_gives_the_rest_of_its_claim_back(redis_url, rq_connection) -
 
 
 def test_a_warm_stop_gives_claims_back_at_once(redis_url, rq_connection) -> None:
-    processor, (slow, *quick), thread = slow_batch(rq_connection)
-    processor.settings = ProcessorSettings(hold_limit=60.0)  # only the stop gives them back
+    processor, (slow, *quick), thread = slow_batch(rq_connection, hold_limit=60.0)  # only the stop gives back
     processor.request_stop_from_thread()
     eventually(lambda: job_queue(QUEUE, rq_connection).job_ids == quick, timeout=1.0)
     thread.join(10)
@@ -188,18 +180,37 @@ def test_bulk_enqueue_stores_jobs_as_rq_does(rq_connection) -> None:
 
 
 def test_the_processor_reads_a_job_as_rq_does(rq_connection) -> None:
-    """_OfferedJob.restore parses timestamps its own (faster) way: to the same values as RQ."""
+    """OfferedJob.restore parses timestamps its own (faster) way: to the same values as RQ."""
     from rq.job import Job
-
-    from queuing_system.processor import _OfferedJob
 
     enqueue(job_queue(QUEUE, rq_connection), RECORD, {"n": 1})
     rq_connection.hset(
         "rq:job:1", mapping={"started_at": "2026-01-02T03:04:05.678901Z", "last_heartbeat": "2026-01-02T03:04:05Z"}
     )
     raw = rq_connection.hgetall("rq:job:1")
-    theirs, ours = Job("1", rq_connection, JSONSerializer), _OfferedJob("1", rq_connection, JSONSerializer)
+    theirs, ours = Job("1", rq_connection, JSONSerializer), OfferedJob("1", rq_connection, JSONSerializer)
     theirs.restore(raw)
     ours.restore(raw)
     assert vars(ours) == vars(theirs)
     assert ours.started_at.isoformat() == "2026-01-02T03:04:05.678901+00:00"
+
+
+@pytest.mark.parametrize("prefix", ["myq", "{rq}"])
+def test_task_7_under_another_rq_key_prefix_writes_nothing_under_rq(redis_url, rq_connection, prefix) -> None:
+    """RQ_KEY_PREFIX (set for creator, processor and monitor, as RQ reads it) moves every key of RQ's,
+    including those our Lua steps write; a hash tag in it is fine."""
+    env = {"RQ_KEY_PREFIX": prefix, "NOTIFICATION_SEND_MS": "0"}
+    with ScriptProcess("7_job_processor.py", env=env) as processor:
+        with ScriptProcess("7_job_creator.py", env=env) as creator:
+            assert creator.wait(60) == 0
+        processor.wait_until(lambda: len(processor.lines) == 9, what="nine Sending lines")
+        code, monitor, _ = run_script("-m", ["queuing_system.monitor", "--once"], env=env)
+        processor.signal(signal.SIGTERM)
+        assert processor.wait() == 0
+    ends = [line for line in creator.lines if line.endswith(("completed", "blacklisted"))]
+    assert len(ends) == 11 and creator.stderr == processor.stderr == ""
+    assert code == 0
+    assert any(line.split()[:2] == ["push_notification_code_2", "0"] for line in monitor)  # found where it lives
+    assert rq_connection.keys("rq:*") == []
+    assert rq_connection.zcard(f"{prefix}:finished:push_notification_code_2") == 9
+    assert rq_connection.zcard(f"{prefix}:failed:push_notification_code_2") == 2

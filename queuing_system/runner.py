@@ -1,0 +1,101 @@
+"""Running one job in the processor's loop: the offered function under RQ's timeout, progress sent
+on the loop's ordered connection, every way it can end kept for settling; and the pace that sizes
+the next claim."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import datetime
+
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from rq.timeouts import BaseDeathPenalty, JobTimeoutException
+
+from queuing_system import events
+from queuing_system.console import REDIS_DOWN
+from queuing_system.job_run import JobRun, Offer, encoded, now
+from queuing_system.keys import JOB_EVENTS_CHANNEL
+from queuing_system.ordered_connection import OrderedConnection
+from queuing_system.steps import Settlement, SettleMode
+from queuing_system.steward import LoopState
+
+
+class ProcessorStoppedError(Exception):
+    """Raised inside the job in hand when its processor is stopped a second time."""
+
+
+class JobRunner:
+    """Runs the jobs the loop starts, one at a time, and keeps their recent pace."""
+
+    def __init__(
+        self,
+        offer: Offer,
+        line: OrderedConnection,
+        state: LoopState,
+        death_penalty: type[BaseDeathPenalty],
+        default_timeout: int,
+    ) -> None:
+        self.offer, self.line, self.state = offer, line, state
+        self.death_penalty, self.default_timeout = death_penalty, default_timeout
+        self.pace: float | None = None  # seconds per job (moving average); None before any job ran
+
+    def run(self, run: JobRun) -> JobRun:
+        job = run.job
+        timeout = job.timeout if job.timeout and job.timeout > 0 else self.default_timeout
+        self.state.job_started(timeout)
+        token = events.progress_sink.set(self._send_progress)
+        try:
+            function = self.offer.function_for(job)
+            with self.death_penalty(timeout, JobTimeoutException, job_id=job.id):
+                self.state.in_job = True
+                started = time.perf_counter()
+                try:
+                    job.offered_function = function  # type: ignore[attr-defined]
+                    run.return_value = job.perform()
+                finally:
+                    self.state.in_job = False
+                    took = time.perf_counter() - started
+                    self.pace = took if self.pace is None else 0.8 * self.pace + 0.2 * took
+        except BaseException as error:  # every way a job can end is an end to record
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                error = ProcessorStoppedError("Processor stopped before the job finished")
+            run.exc_info = (type(error), error, error.__traceback__)
+        finally:
+            events.progress_sink.reset(token)
+            self.state.job_ended()
+        run.ended_at = now()
+        if run.exc_info is None:
+            run.announce = self.offer.announcer(run)
+        return run
+
+    def _send_progress(self, job: Job, percent: int) -> None:
+        """Progress without waiting: meta and the event go out now; the reply is read at settle time."""
+        with contextlib.suppress(*REDIS_DOWN):  # progress is best effort; the end is not
+            self.line.send(
+                ("HSET", job.key, "meta", JSONSerializer.dumps(job.meta)),
+                ("PUBLISH", JOB_EVENTS_CHANNEL, events.event_message(job.id, events.JobEvent.PROGRESS, percent)),
+            )
+
+    def claim_size(self, window: float, most: int) -> int:
+        """As many jobs as run in `window` seconds at the recent pace: slow jobs are claimed one at a
+        time (so other workers share them), quick ones in batches (at most `most`). Before any job: one."""
+        if self.pace is None:
+            return 1
+        return max(1, min(most, int(window / max(self.pace, 1e-6))))
+
+
+def settlement(run: JobRun, moment: datetime) -> Settlement:
+    """What the next ADVANCE step settles for `run`: its success, or the release of an end RQ stored."""
+    mode = SettleMode.RELEASED if run.recorded else SettleMode.FINISHED
+    if mode is SettleMode.FINISHED and not run.event and run.announce is None:
+        run.event = events.event_message(run.job.id, events.JobEvent.COMPLETED)
+    return Settlement(
+        mode=mode,
+        job_id=run.job.id,
+        execution_id=run.execution_id,
+        started_at=run.started_at,
+        ended_at=run.ended_at or moment,
+        return_value=encoded(run.return_value) if mode is SettleMode.FINISHED else "",
+        event=run.event,
+    )
