@@ -29,12 +29,14 @@ from redis.commands.core import Script
 from redis.exceptions import InvalidResponse, ResponseError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from queuing_system.console import REDIS_DOWN, clean, not_connected, say
+from queuing_system.console import REDIS_DOWN, means_not_connected, not_connected, say
+from queuing_system.refusals import code_of, in_words, said
 from queuing_system.settings import connect
 
 T = TypeVar("T")
 
 DEFAULT_PORT = 1245
+UNAVAILABLE = "Redis unavailable, try again shortly"
 # A product id in a URL, as the original's parseInt read it: digits, leading zeros too ("01" is 1),
 # of sane length. Anything else ("1.5", "2abc", "-1") is an id of no product.
 ID_PATTERN = re.compile(r"[0-9]{1,12}")
@@ -44,33 +46,26 @@ def parse_id(raw: str) -> int | None:
     return int(raw) if ID_PATTERN.fullmatch(raw) else None
 
 
-# What a Redis error reply means, in a few words, by its code (the first word Redis sends).
-REFUSALS = {
-    "OOM": "out of memory",
-    "BUSY": "busy running a script",
-    "READONLY": "read-only (a replica)",
-    "MASTERDOWN": "cut off from its primary",
-    "NOREPLICAS": "short of replicas",
-    "MISCONF": "unable to save to disk",
-    "WRONGTYPE": "a key holds another kind of value",
-}
 # Repeats of a step that is safe to repeat, after a lost connection or a timeout (seconds between).
 REPEAT_DELAYS = (0.05, 0.2)
 
 
-def refusal_code(error: ResponseError) -> str:
-    """The code of a Redis error reply (redis-py keeps it for some, leaves it in the text of others)."""
-    return error.status_code or str(error).split(" ", 1)[0]
+def say_refused(error: BaseException) -> None:
+    """A server's line for Redis answering with an error: what Redis said, code first."""
+    say(f"Redis refused the request: {said(error)}")
 
 
-def refusal(error: ResponseError) -> str:
-    """`out of memory`, or what Redis said when it is not one of the common refusals."""
-    return REFUSALS.get(refusal_code(error)) or said(error)
+def say_fault(error: BaseException) -> None:
+    """A server's line for a failed step: not connected, or what Redis refused."""
+    if means_not_connected(error):
+        not_connected(error)
+    else:
+        say_refused(error)
 
 
-def said(error: ResponseError) -> str:
-    """The error reply as Redis sent it, code first (`OOM command not allowed …`), on one line."""
-    return clean(f"{error.status_code} {error}" if error.status_code else error)
+class NotServingYet(Exception):
+    """The counts this process serves are not there yet (granian's main process still waits for
+    Redis to create them): a JSON 503, said by the main process, not by every request."""
 
 
 def idempotent(step: Callable[[], T], patience: float = 0.0) -> T:
@@ -128,6 +123,11 @@ class PerThreadClient:
         return Script(self, script)  # type: ignore[arg-type]
 
 
+def per_thread_client(url: str | None = None, *, decode_responses: bool = True) -> redis.Redis:
+    """A PerThreadClient, typed as the `redis.Redis` it acts as (every command, pipelines, scripts)."""
+    return cast(redis.Redis, PerThreadClient(url, decode_responses=decode_responses))
+
+
 class ExpressJSON(DefaultJSONProvider):
     """JSON bodies byte for byte like Express's `res.json`: keys in the order written,
     no spaces, UTF-8 as is, and no trailing newline (Flask adds one)."""
@@ -172,17 +172,21 @@ def json_app(name: str) -> Flask:
     @app.errorhandler(InvalidResponse)  # what answers on that port does not speak Redis
     def redis_down(error: Exception) -> Response:
         not_connected(error)
-        return _answer("Redis unavailable, try again shortly", 503, **{"Retry-After": "1"})
+        return _answer(UNAVAILABLE, 503, **{"Retry-After": "1"})
+
+    @app.errorhandler(NotServingYet)
+    def not_yet(error: NotServingYet) -> Response:
+        return _answer(UNAVAILABLE, 503, **{"Retry-After": "1"})
 
     last_said: dict[str, float] = {}
 
     @app.errorhandler(ResponseError)
     def redis_refused(error: ResponseError) -> Response:
-        code, now = refusal_code(error), time.monotonic()
+        code, now = code_of(error), time.monotonic()
         if now - last_said.get(code, -10.0) >= 1.0:  # one line a second at most, however many requests
             last_said[code] = now
-            say(f"Redis refused the request: {said(error)}")
-        return _answer(f"Redis refused the request: {refusal(error)}, try again shortly", 503, **{"Retry-After": "1"})
+            say_refused(error)
+        return _answer(f"Redis refused the request: {in_words(error)}, try again shortly", 503, **{"Retry-After": "1"})
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:

@@ -312,6 +312,35 @@ def test_granian_answers_some_malformed_requests_itself_with_an_empty_body(redis
         assert answers[name][1] == "application/json", name
 
 
+@pytest.mark.parametrize(
+    ("script", "path", "answer"),
+    [
+        ("9_stock.py", "/list_products/1", PRODUCT_1),
+        ("100_seat.py", "/available_seats", {"numberOfAvailableSeats": "50"}),
+    ],
+)
+def test_workers_started_while_redis_is_away_answer_503_then_serve(own_redis, script, path, answer) -> None:
+    """Like the development server: the banner once it answers, JSON 503s until Redis is there, then
+    the curriculum's answers (the main process created the counts meanwhile, the workers did not)."""
+    own_redis.kill()
+    server, port = started(script, "--workers", "2", env={"REDIS_URL": own_redis.url})
+    with server:
+        assert request(port, path) == (503, "application/json", {"status": "Redis unavailable, try again shortly"})
+        assert request(port, "/list_products" if script == "9_stock.py" else "/nowhere")[0] in (200, 404)
+        server.wait_for_line(f"Redis client not connected to the server: {refused(own_redis.port)}")
+        own_redis.start()
+        eventually(lambda: request(port, path)[0] == 200, timeout=15)
+        assert request(port, path) == (200, "application/json", answer)
+        assert server.stop() == 0
+    assert server.lines[0] == f"API available on localhost port {port}"
+    assert set(server.lines[1:]) == {f"Redis client not connected to the server: {refused(own_redis.port)}"}
+    assert server.stderr == ""
+
+
+def refused(port: int) -> str:
+    return f"Error 111 connecting to 127.0.0.1:{port}. Connection refused."
+
+
 @pytest.mark.slow
 def test_the_seat_server_stops_at_once_while_redis_is_down(own_redis) -> None:
     server, port = started("100_seat.py", env={"REDIS_URL": own_redis.url})

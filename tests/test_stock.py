@@ -1,5 +1,6 @@
 """Task 9: the stock API — bodies byte for byte, atomic reservations, bad input, Redis away."""
 
+import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -389,3 +390,22 @@ def test_started_while_redis_is_read_only_it_serves_503_then_sells(own_redis, sc
     assert len(server.lines) == 3  # at launch, then for the request
     assert all(line.startswith("Redis refused the request: READONLY ") for line in server.lines[::2])
     assert server.stderr == ""
+
+
+@pytest.mark.slow
+def test_a_worker_respawned_after_data_loss_does_not_sell_again(redis_url, r) -> None:
+    """With --workers, the main process creates the counts; a worker started after Redis lost them
+    (respawned, here) finds them missing like the others, and sells nothing."""
+    from tests.test_serving import children
+
+    port = free_port()
+    with ScriptProcess("9_stock.py", ["--workers", "2"], env={"PORT": str(port)}) as server:
+        server.wait_for_line(f"API available on localhost port {port}")
+        r.flushall()
+        workers = children(server.pid)
+        os.kill(workers.pop(), signal.SIGKILL)
+        server.wait_until(lambda: len(children(server.pid) - workers) == 1, what="a new worker")
+        answers = {request(port, "/reserve_product/1")[2]["status"] for _ in range(40)}
+        server.stop()
+    assert answers == {stock.STOCK_LOST}
+    assert r.keys("*") == []
