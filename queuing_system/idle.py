@@ -118,20 +118,22 @@ class QueueWatch:
                 tick()
                 moved.wait(LOOK_EVERY)
         finally:
-            self._end_waits(threads, connections, errors)
-        if moved.is_set():
-            return True
+            in_doubt = self._end_waits(threads, connections, errors)
         for error in errors.values():
-            raise error
-        return False
+            if not moved.is_set():
+                raise error  # (the loop rides it out, then looks at our claims)
+        # A wait whose answer never came may have moved a job: say so, and the loop looks at our claims.
+        return moved.is_set() or in_doubt
 
     def _end_waits(
         self,
         threads: dict[str, threading.Thread],
         connections: dict[str, tuple[ConnectionInterface, int]],
         errors: dict[str, BaseException],
-    ) -> None:
-        """Cut the other waits short, and wait for every thread to be done with its connection."""
+    ) -> bool:
+        """Cut the other waits short, and wait for every thread to be done with its connection. True
+        when one never answered (then a job may have moved without our knowing)."""
+        in_doubt = False
         for key, thread in threads.items():
             if thread.is_alive():  # cut its wait short (it then answers as if timed out)
                 with contextlib.suppress(RedisError):
@@ -139,8 +141,10 @@ class QueueWatch:
         for key, thread in threads.items():
             thread.join(2.0)
             if thread.is_alive() or key in errors:
+                in_doubt = in_doubt or thread.is_alive()
                 self._drop(key)  # a connection in doubt is not used again (closing it ends a wait)
                 thread.join(2.0)
+        return in_doubt
 
     def _block(
         self,

@@ -82,6 +82,14 @@ def end_abandoned(records: RqRecords, execution_ref: str) -> None:
         events.publish_event(connection, job.id, events.failed_event(job), events.ABANDONED_MESSAGE)
 
 
+def _next_beat(last_due: float, moment: float, pace: float, idle: bool) -> float:
+    """When a sweep is next due, `pace` seconds on. Idle, on its own beat (counted from when it was due,
+    so sweeps half a beat apart stay apart and never pile up in one 10-second window); busy, from now."""
+    if idle and last_due + pace > moment:
+        return last_due + pace
+    return moment + pace
+
+
 def _registry_types(name: str) -> dict[str, str]:
     """The keys RQ's sweeps of queue `name` touch, with their types."""
     return {
@@ -113,13 +121,13 @@ class Upkeep:
 
     Idle (see idle.py), only the waiter looks after the others, at a pace that keeps Redis quiet: it
     looks for scheduled jobs every `IDLE_SCHEDULING` intervals (and wakes when the next one is due),
-    holding the scheduler locks only while there are some; the recovery sweep runs every
-    `IDLE_RECOVERY` intervals, half a beat apart; RQ's registries, and runs RQ gave up on, every
+    holding the scheduler locks only while there are some; the recovery sweep (with the runs RQ gave
+    up on) every `IDLE_RECOVERY` intervals, half a beat apart; RQ's registries every
     `IDLE_REGISTRIES` intervals (RQ's own workers: every 10 minutes). Other idle workers hand their
     scheduler locks back and say nothing.
     """
 
-    IDLE_SCHEDULING, IDLE_RECOVERY, IDLE_REGISTRIES = 6, 4, 60
+    IDLE_SCHEDULING, IDLE_RECOVERY, IDLE_REGISTRIES = 6, 6, 60
     HEARTBEAT = 30.0
 
     def __init__(self, records: RqRecords, scheduler: RQScheduler, interval: float, bad_keys: BadKeys) -> None:
@@ -138,17 +146,19 @@ class Upkeep:
                 self._surviving(self.scheduler.release_locks, {})
             return
         self._scheduling(moment)
+        queues = self.records.rq_worker.queues
         if moment >= self._next_recovery:
-            self._next_recovery = moment + self.interval * (self.IDLE_RECOVERY if idle else 1)
+            pace = self.interval * (self.IDLE_RECOVERY if idle else 1)
+            self._next_recovery = _next_beat(self._next_recovery, moment, pace, idle)
             self._surviving(lambda: recover(self.records, self.bad_keys), {keys.CLAIMERS: "set"})
+            # Runs RQ gave up on, and abandoned jobs a sweep could not fail the first time.
+            self._surviving(lambda: end_expired_runs(self.records), {RQ.wip(q.name): "zset" for q in queues})
             if not idle and not self.scheduler.acquired_locks:  # a scheduler that died leaves its locks to lapse
                 self._surviving(self._acquire_scheduling, {})
         if moment >= self._next_registries:
             self._next_registries = moment + self.interval * (self.IDLE_REGISTRIES if idle else 1)
-            queues = self.records.rq_worker.queues
             for queue in queues:
                 self._surviving(functools.partial(self._sweep, queue), _registry_types(queue.name))
-            self._surviving(lambda: end_expired_runs(self.records), {RQ.wip(q.name): "zset" for q in queues})
             self._surviving(self.records.rq_worker.clean_group_registries, {})
 
     def _pace(self, moment: float, idle: bool) -> None:
@@ -176,7 +186,7 @@ class Upkeep:
             if locks:
                 self._surviving(self.scheduler.enqueue_scheduled_jobs, self._queue_keys)
             return
-        self._next_scheduling = moment + self.interval * self.IDLE_SCHEDULING
+        self._next_scheduling = _next_beat(self._next_scheduling, moment, self.interval * self.IDLE_SCHEDULING, True)
         due = self._next_due()
         if due is None:
             if locks:  # nothing to schedule: no locks to keep alive

@@ -37,6 +37,10 @@ def commands_seen(port: int, seconds: float) -> list[bytes]:
     return [line for line in lines[1:] if line.startswith(b"+")]
 
 
+def idle_workers(client: redis.Redis) -> int:
+    return sum(1 for key in client.smembers("rq:workers") if client.hget(key, "state") in ("idle", b"idle"))
+
+
 def blocked_waits(client: redis.Redis) -> int:
     return sum(1 for entry in client.client_list() if entry.get("cmd") == "blmove")
 
@@ -46,8 +50,10 @@ def test_an_idle_processor_is_quiet_and_wakes_at_once(own_redis: EmbeddedRedis, 
     client = redis.Redis.from_url(own_redis.url, decode_responses=True)
     queue = QUEUE_7 if script.startswith("7") else "push_notification_code"
     with ScriptProcess(script, env={"REDIS_URL": own_redis.url}) as processor:
-        # Idle: one worker (of two, for task 7) waits on the three queues, the others wait on the machine.
-        eventually(lambda: blocked_waits(client) == 3, timeout=20)
+        # Idle: one worker (of two, for task 7) waits on the three queues, the others wait on the machine;
+        # every worker has done its first step (and the sweeps a worker does when it starts).
+        workers = 2 if script.startswith("7") else 1
+        eventually(lambda: blocked_waits(client) == 3 and idle_workers(client) == workers, timeout=20)
         for window in range(2):
             seen = commands_seen(own_redis.port, 10.0)
             assert len(seen) <= 20, (window, b"\n".join(seen).decode(errors="replace"))
