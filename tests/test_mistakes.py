@@ -3,6 +3,7 @@ slips through, a silent or wrong server, and the commands for running the lesson
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import signal
@@ -57,7 +58,8 @@ class CountingListener:
         self.socket = socket.create_server(("127.0.0.1", 0))
         self.url = f"redis://127.0.0.1:{self.socket.getsockname()[1]}/0"
         self.connections: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
 
     def _accept(self) -> None:
         while True:
@@ -67,6 +69,11 @@ class CountingListener:
                 return
 
     def close(self) -> None:
+        # Wake the accept() first (shutdown does, close alone does not) and wait for that thread, so no
+        # connection it accepts at the last moment is left open (an unclosed socket fails the session).
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)
+        self._accepting.join(5)
         self.socket.close()
         for connection in self.connections:
             connection.close()
