@@ -9,33 +9,35 @@ Prints:  API available on localhost port 1245
 HOST and PORT say where it listens (127.0.0.1, 1245; PORT=0 picks a free port).
 """
 
-from __future__ import annotations  # noqa: I001 - the requirements check comes before the other imports
-
-import queuing_system.requirements  # noqa: F401 - first: one line on how to set up if they are missing
+from __future__ import annotations
 
 import argparse
 import contextlib
 import sys
-import threading
-import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
+
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 import redis
 from flask import Flask, jsonify
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from rq import Callback, Queue, get_current_job
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
 
 from queuing_system import events
-from queuing_system.console import REDIS_DOWN, arguments, backoff, not_connected, run_lesson, say
+from queuing_system.console import REDIS_DOWN, arguments, not_connected, run_lesson, say
+from queuing_system.counts import StoredCounts, prepare_until_done
+from queuing_system.granian_server import prepared
 from queuing_system.jobs import JobSettings, job_queue, next_job_id
 from queuing_system.keys import AVAILABLE_SEATS, SEAT_QUEUE
 from queuing_system.replication import Confirmation
 from queuing_system.serving import add_server_options, on_exit, run_server
 from queuing_system.settings import connect, url_of
-from queuing_system.web import PerThreadClient, ServerBusyError, idempotent, json_app, said, server_client
+from queuing_system.web import idempotent, json_app, per_thread_client
 from queuing_system.worker import BackgroundProcessing, configure_logging
 
 INITIAL_SEATS = 50
@@ -90,7 +92,7 @@ def reserve_seat(client: redis.Redis, number: int) -> None:
 
 
 def get_current_available_seats(client: redis.Redis) -> str | None:
-    return client.get(AVAILABLE_SEATS)
+    return cast("str | None", client.get(AVAILABLE_SEATS))  # the server's clients decode replies
 
 
 def reservations_enabled(client: redis.Redis) -> bool:
@@ -107,6 +109,7 @@ def seat_key(job_id: str) -> str:
 
 def take_one_seat() -> int:
     job = get_current_job()
+    assert job is not None, "run by RQ, as a job"
     seats_left = job.connection.register_script(TAKE_ONE_SEAT)(keys=[AVAILABLE_SEATS, seat_key(job.id)])
     if seats_left < 0:
         raise NoSeatsLeftError("Not enough seats available")
@@ -132,18 +135,11 @@ SEATS_LOST = "Seat count lost: available_seats is missing from Redis. Restart th
 
 def initialise_seats(client: redis.Redis, reset: bool) -> None:
     """50 seats on first start (or with --reset); a restart keeps what was sold. Waits for Redis."""
-    for delay in backoff():
-        try:
-            if reset:
-                reserve_seat(client, INITIAL_SEATS)
-            else:
-                client.set(AVAILABLE_SEATS, INITIAL_SEATS, nx=True)
-            return
-        except REDIS_DOWN as error:
-            not_connected(error)
-        except ResponseError as error:  # out of memory, read-only, …: wait until it accepts writes again
-            say(f"Redis refused the request: {said(error)}")
-        time.sleep(delay)
+    prepare_until_done(lambda: reserve_seat(client, INITIAL_SEATS) if reset else set_first_seats(client))
+
+
+def set_first_seats(client: redis.Redis) -> None:
+    client.set(AVAILABLE_SEATS, INITIAL_SEATS, nx=True)
 
 
 def enqueue_seat_job(queue: Queue) -> Job:
@@ -179,15 +175,20 @@ def enqueue_seat_job(queue: Queue) -> Job:
     return job
 
 
-def create_app(client: redis.Redis | None = None, *, verbose: bool = False, initialised: bool = False) -> Flask:
+def create_app(
+    client: redis.Redis | None = None, *, verbose: bool = False, created_elsewhere: Callable[[], bool] | None = None
+) -> Flask:
     """The seat API on `client` (default: a client for REDIS_URL, a connection per request thread).
 
-    Unless `initialised`, the 50 seats are set the first time the app reaches Redis and finds no
-    count (a first start); from then on a missing count is data Redis lost, and nothing is sold.
+    The 50 seats are set the first time the app reaches Redis and finds no count (a first start),
+    unless `created_elsewhere` says another process does; from then on a missing count is data
+    Redis lost, and nothing is sold (queuing_system/counts.py).
     """
-    client = client or PerThreadClient()
-    url = url_of(client)
-    queue = job_queue(SEAT_QUEUE, server_client(url, decode_responses=False))
+    redis_client = client or per_thread_client()
+    url = url_of(redis_client)
+    # Each request thread enqueues on a connection of its own (RQ reads bytes): a replication check
+    # (WAIT) can follow the enqueue on the same connection.
+    queue = job_queue(SEAT_QUEUE, per_thread_client(url, decode_responses=False))
     # Only the seat job runs here; its end is printed by the callbacks below, once it is stored.
     processing = BackgroundProcessing(
         SEAT_QUEUE,
@@ -199,43 +200,27 @@ def create_app(client: redis.Redis | None = None, *, verbose: bool = False, init
     configure_logging(verbose)
     app = json_app(__name__)
     app.extensions["seat_processing"] = processing
-    ready = threading.Event()
-    if initialised:
-        ready.set()
-    lost = threading.Event()  # said once: the seat count vanished (a Redis restarted empty)
-
-    def first_contact() -> None:
-        if not ready.is_set():
-            idempotent(lambda: client.set(AVAILABLE_SEATS, INITIAL_SEATS, nx=True))
-            ready.set()
-
-    try:
-        first_contact()  # at launch, as the curriculum says; if Redis is away, at the first request it is back
-    except REDIS_DOWN as error:
-        not_connected(error)
+    seats = StoredCounts(lambda: set_first_seats(redis_client), SEATS_LOST, created_elsewhere)
+    seats.reach_at_launch()  # at launch, as the curriculum says; if Redis is away, once it is back
 
     @app.get("/available_seats")
     def available_seats():
-        first_contact()
-        seats = idempotent(lambda: get_current_available_seats(client))
-        if seats is None:
-            # Never sell again what may have been sold: the count comes back only with --reset.
-            if not lost.is_set():
-                lost.set()
-                say(SEATS_LOST)
-            return jsonify(status=SEATS_LOST), 503
-        lost.clear()
-        return jsonify({"numberOfAvailableSeats": seats})
+        seats.ensure()
+        number = idempotent(lambda: get_current_available_seats(redis_client))
+        if number is None:  # never sell again what may have been sold: the count comes back with --reset
+            return seats.lost()
+        seats.found()
+        return jsonify({"numberOfAvailableSeats": number})
 
     @app.get("/reserve_seat")
     def reserve():
-        first_contact()
-        if not idempotent(lambda: reservations_enabled(client)):
+        seats.ensure()
+        if not idempotent(lambda: reservations_enabled(redis_client)):
             return jsonify({"status": "Reservation are blocked"})
         try:
             enqueue_seat_job(queue)
-        except (ServerBusyError, OutcomeUnknownError):
-            raise  # a JSON 503: every connection in use (Redis is fine), or Redis away (the not-connected line)
+        except OutcomeUnknownError:
+            raise  # Redis away mid-enqueue: a JSON 503 (and the not-connected line), the job queued or not
         except REDIS_DOWN as error:
             not_connected(error)
             return jsonify({"status": "Reservation failed"})  # no job was created
@@ -250,8 +235,8 @@ def create_app(client: redis.Redis | None = None, *, verbose: bool = False, init
 
 
 def create_served_app() -> Flask:
-    """What granian's processes serve: the main process set the seats (if need be) before they started."""
-    return create_app(initialised=True)
+    """What granian's processes serve: the main process sets the seats (if need be), never they."""
+    return create_app(created_elsewhere=prepared)
 
 
 def options(parser: argparse.ArgumentParser) -> None:
@@ -262,12 +247,12 @@ def options(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     # --reset happens once the port is bound (a server that cannot start changes nothing). Granian's
     # processes must not set the seats themselves (one started after Redis lost the count would sell
-    # 50 again): the main process does, before they start. The development server is one process:
-    # it sets them when it first reaches Redis, answering 503 until then.
+    # 50 again): the main process does, and they answer 503 until it has. The development server is
+    # one process: it sets them when it first reaches Redis, answering 503 until then.
     if args.reset or args.workers:
         return run_server(
             "100_seat:create_served_app",
-            create_served_app,
+            lambda: create_app(verbose=args.verbose, created_elsewhere=prepared),
             args,
             prepare=lambda: initialise_seats(connect(), reset=args.reset),
         )

@@ -5,7 +5,9 @@ Run:     python -m queuing_system.redis_cli SET Holberton School   (task 0's ste
 Prints:  Redis client connected to the server / School / Reply: OK / 100
 """
 
-import queuing_system.requirements  # noqa: F401, I001 - first: one line on how to set up if they are missing
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 import redis
 

@@ -5,9 +5,11 @@ Run:     python 2_redis_op_async.py
 Prints:  Redis client connected to the server / School / Reply: OK / 100
 """
 
-import queuing_system.requirements  # noqa: F401, I001 - first: one line on how to set up if they are missing
-
 import asyncio
+
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 import redis.asyncio
 

@@ -5,7 +5,9 @@ Run:     python 4_redis_advanced_op.py
 Prints:  Reply: 1 six times (Reply: 0 when the fields already exist), then the mapping.
 """
 
-import queuing_system.requirements  # noqa: F401, I001 - first: one line on how to set up if they are missing
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 import redis
 

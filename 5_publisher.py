@@ -5,9 +5,11 @@ Run:     python 5_subscriber.py in one terminal, then python 5_publisher.py
 Prints:  the connected line, then `About to send <message>` before each publish.
 """
 
-import queuing_system.requirements  # noqa: F401, I001 - first: one line on how to set up if they are missing
-
 import asyncio
+
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 import redis.asyncio
 

@@ -8,9 +8,11 @@ If Redis is away (or what answers is not a Redis, or REDIS_URL's database does n
 on each failed attempt and tries again by itself.
 """
 
-import queuing_system.requirements  # noqa: F401, I001 - first: one line on how to set up if they are missing
-
 import time
+
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 import redis
 

@@ -16,9 +16,10 @@ from queuing_system.creator_options import (
     add_job_options,
     create_or_explain,
     job_settings,
+    listen_for_events,
     not_started_hint,
 )
-from queuing_system.events import JobEvent, JobEvents
+from queuing_system.events import JobEvent
 from queuing_system.job_settings import JobSettings
 from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.notifications import first_invalid
@@ -33,11 +34,10 @@ JOB_DATA = {
 
 def create_job(data: dict[str, Any], settings: JobSettings) -> None:
     connection = queue_connection()
-    connection.ping()
     queue = job_queue(QUEUE_6, connection)
 
     # Listen first, then enqueue: no event can slip by.
-    with JobEvents(connection, serializer=queue.serializer) as events:
+    with listen_for_events(connection, queue.serializer) as events:
         [job] = create_or_explain(queue, PROCESS_6, [data], settings)
         say(f"Notification job created: {job.id}")
 

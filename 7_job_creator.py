@@ -8,11 +8,13 @@ Prints:  Notification job created: <id>                 for each of the 11 jobs
 Beyond the curriculum: --jobs-file FILE (a JSON array), --attempts N, --delay SECONDS, --priority high|low.
 """
 
-import queuing_system.requirements  # noqa: F401, I001 - first: one line on how to set up if they are missing
-
 import argparse
 import json
 from typing import Any
+
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 from rq.job import Job
 
@@ -22,9 +24,9 @@ from queuing_system.creator_options import (
     add_job_options,
     create_or_explain,
     job_settings,
+    listen_for_events,
     not_started_hint,
 )
-from queuing_system.events import JobEvents
 from queuing_system.job_settings import JobSettings
 from queuing_system.keys import PROCESS_7, QUEUE_7
 from queuing_system.notifications import first_invalid, follow_notification_job
@@ -48,11 +50,10 @@ JOBS = [
 
 def create_jobs(jobs: list[dict[str, Any]], settings: JobSettings) -> None:
     connection = queue_connection()
-    connection.ping()
     queue = job_queue(QUEUE_7, connection)
 
     # Listen first, then enqueue: no event can slip by.
-    with JobEvents(connection, serializer=queue.serializer) as events:
+    with listen_for_events(connection, queue.serializer) as events:
 
         def created(job: Job) -> None:
             say(f"Notification job created: {job.id}")

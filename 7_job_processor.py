@@ -6,11 +6,13 @@ Run:     python 7_job_processor.py [--verbose]    (Ctrl+C to stop; NOTIFICATION_
 Prints:  Sending notification to <phone>, with message: <message>   for each number not blacklisted
 """
 
-import queuing_system.requirements  # noqa: F401, I001 - first: one line on how to set up if they are missing
-
 import argparse
 import sys
 from typing import Any
+
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 from rq import get_current_job
 from rq.job import Job

@@ -7,11 +7,13 @@ Test:    pytest tests/test_8_job.py -s   (no Redis server needed: the queue live
                                           -s shows the lines it prints)
 """
 
-from __future__ import annotations  # noqa: I001 - the requirements check comes before the other imports
-
-import queuing_system.requirements  # noqa: F401 - first: one line on how to set up if they are missing
+from __future__ import annotations
 
 from typing import Any
+
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 from rq import Queue
 from rq.job import Job

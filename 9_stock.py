@@ -9,25 +9,29 @@ What was sold survives a restart; --reset puts the initial stock on sale again (
 after Redis lost what was sold, which the server notices and says, selling nothing meanwhile).
 """
 
-from __future__ import annotations  # noqa: I001 - the requirements check comes before the other imports
-
-import queuing_system.requirements  # noqa: F401 - first: one line on how to set up if they are missing
+from __future__ import annotations
 
 import argparse
 import sys
-import threading
-import time
+from collections.abc import Callable
+from typing import Any
+
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
 
 import redis
 from flask import Flask, jsonify
 
-from queuing_system.console import REDIS_DOWN, arguments, backoff, not_connected, run_lesson, say
+from queuing_system.console import arguments, run_lesson
+from queuing_system.counts import StoredCounts, prepare_until_done
+from queuing_system.granian_server import prepared
 from queuing_system.serving import add_server_options, run_server
 from queuing_system.settings import connect
 from queuing_system.stock import Outcome, StockReservations
-from queuing_system.web import PerThreadClient, idempotent, json_app, parse_id
+from queuing_system.web import idempotent, json_app, parse_id, per_thread_client
 
-LIST_PRODUCTS = [
+LIST_PRODUCTS: list[dict[str, Any]] = [
     {"itemId": 1, "itemName": "Suitcase 250", "price": 50, "initialAvailableQuantity": 4},
     {"itemId": 2, "itemName": "Suitcase 450", "price": 100, "initialAvailableQuantity": 10},
     {"itemId": 3, "itemName": "Suitcase 650", "price": 350, "initialAvailableQuantity": 2},
@@ -43,7 +47,7 @@ STOCK_LOST = (
 TRY_AGAIN = "Reservation not confirmed, try again"
 
 
-def get_item_by_id(item_id: int | None) -> dict | None:
+def get_item_by_id(item_id: int | None) -> dict[str, Any] | None:
     return PRODUCTS_BY_ID.get(item_id) if item_id is not None else None
 
 
@@ -52,40 +56,32 @@ def get_current_reserved_stock_by_id(stock: StockReservations, item_id: int) -> 
     return idempotent(lambda: stock.reserved(item_id))
 
 
-def reserve_stock_by_id(stock: StockReservations, item: dict) -> Outcome:
+def reserve_stock_by_id(stock: StockReservations, item: dict[str, Any]) -> Outcome:
     """Reserve one unit: two atomic steps in Redis (reserve, confirm), each carrying this reservation's
     id, so repeating one after a lost connection or a timeout does it once (queuing_system/stock.py)."""
     return stock.reserve_one(item["itemId"], item["initialAvailableQuantity"])
 
 
-def create_app(client: redis.Redis | None = None, *, initialised: bool = False) -> Flask:
+def reservation_answer(outcome: Outcome, item_id: int) -> Any:
+    """What the client hears about a reservation that Redis did not find lost."""
+    if outcome is Outcome.SOLD_OUT:
+        return jsonify({"status": "Not enough stock available", "itemId": item_id})
+    if outcome is not Outcome.CONFIRMED:  # given back before it could be confirmed
+        return jsonify(status=TRY_AGAIN, itemId=item_id), 503, {"Retry-After": "1"}
+    return jsonify({"status": "Reservation confirmed", "itemId": item_id})
+
+
+def create_app(client: redis.Redis | None = None, *, created_elsewhere: Callable[[], bool] | None = None) -> Flask:
     """The stock API on `client` (default: a client for REDIS_URL, a connection per request thread).
 
-    Unless `initialised`, the reserved counts are created the first time the app reaches Redis
-    (a first start); from then on a missing count is data Redis lost, said once, and nothing is sold.
+    The reserved counts are created the first time the app reaches Redis (a first start), unless
+    `created_elsewhere` says another process does; from then on a missing count is data Redis lost,
+    said once, and nothing is sold (queuing_system/counts.py).
     """
-    stock = StockReservations(client or PerThreadClient())
-    ready = threading.Event()
-    if initialised:
-        ready.set()
-    lost = threading.Event()
+    stock = StockReservations(client or per_thread_client())
+    counts = StoredCounts(lambda: stock.initialise(PRODUCTS_BY_ID), STOCK_LOST, created_elsewhere)
+    counts.reach_at_launch()  # at launch, as the curriculum says; if Redis is away, once it is back
     app = json_app(__name__)
-
-    def stock_lost():
-        if not lost.is_set():
-            lost.set()
-            say(STOCK_LOST)
-        return jsonify(status=STOCK_LOST), 503
-
-    def first_contact() -> None:
-        if not ready.is_set():
-            idempotent(lambda: stock.initialise(PRODUCTS_BY_ID))
-            ready.set()
-
-    try:
-        first_contact()  # at launch, as the curriculum says; if Redis is away, at the first request it is back
-    except REDIS_DOWN as error:
-        not_connected(error)
 
     @app.get("/list_products")
     def list_products():
@@ -96,11 +92,11 @@ def create_app(client: redis.Redis | None = None, *, initialised: bool = False) 
         item = get_item_by_id(parse_id(item_id))
         if item is None:
             return jsonify(NOT_FOUND)
-        first_contact()
+        counts.ensure()
         reserved = get_current_reserved_stock_by_id(stock, item["itemId"])
         if reserved is None:
-            return stock_lost()
-        lost.clear()
+            return counts.lost()
+        counts.found()
         return jsonify({**item, "currentQuantity": item["initialAvailableQuantity"] - reserved})
 
     @app.get("/reserve_product/<item_id>")
@@ -108,38 +104,25 @@ def create_app(client: redis.Redis | None = None, *, initialised: bool = False) 
         item = get_item_by_id(parse_id(item_id))
         if item is None:
             return jsonify(NOT_FOUND)
-        first_contact()
+        counts.ensure()
         outcome = reserve_stock_by_id(stock, item)
         if outcome is Outcome.LOST:
-            return stock_lost()
-        lost.clear()
-        if outcome is Outcome.SOLD_OUT:
-            return jsonify({"status": "Not enough stock available", "itemId": item["itemId"]})
-        if outcome is not Outcome.CONFIRMED:  # given back before it could be confirmed
-            return jsonify(status=TRY_AGAIN, itemId=item["itemId"]), 503, {"Retry-After": "1"}
-        return jsonify({"status": "Reservation confirmed", "itemId": item["itemId"]})
+            return counts.lost()
+        counts.found()
+        return reservation_answer(outcome, item["itemId"])
 
     return app
 
 
 def create_served_app() -> Flask:
-    """What granian's processes serve: the main process created (or reset) the counts before they started."""
-    return create_app(initialised=True)
+    """What granian's processes serve: the main process creates (or resets) the counts, never they."""
+    return create_app(created_elsewhere=prepared)
 
 
 def prepare_stock(reset: bool) -> None:
     """Once the port is bound: the counts created (or, with --reset, everything back on sale). Waits for Redis."""
     stock = StockReservations(connect())
-    for delay in backoff():
-        try:
-            if reset:
-                stock.reset(PRODUCTS_BY_ID)
-            else:
-                stock.initialise(PRODUCTS_BY_ID)
-            return
-        except REDIS_DOWN as error:
-            not_connected(error)
-            time.sleep(delay)
+    prepare_until_done(lambda: stock.reset(PRODUCTS_BY_ID) if reset else stock.initialise(PRODUCTS_BY_ID))
 
 
 def options(parser: argparse.ArgumentParser) -> None:
@@ -149,7 +132,7 @@ def options(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     # Granian's processes must not create the counts themselves (one started after Redis lost them
-    # would sell everything again): the main process does, before they start. The development
+    # would sell everything again): the main process does, and they answer 503 until it has. The development
     # server is one process: it creates them when it first reaches Redis, answering 503 until then.
     prepare = (lambda: prepare_stock(args.reset)) if args.reset or args.workers else None
     served = create_served_app if prepare else create_app

@@ -10,9 +10,7 @@ with a summary.
 The exit code is non-zero, naming the task and the line, if anything differed.
 """
 
-from __future__ import annotations  # noqa: I001 - the requirements check comes before the other imports
-
-import queuing_system.requirements  # noqa: F401 - first: one line on how to set up if they are missing
+from __future__ import annotations
 
 import argparse
 import os
@@ -24,13 +22,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 
+import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one line on how to set up if missing
+
+# isort: split
+
 import redis
 
 from queuing_system.console import sigterm_as_interrupt
-from queuing_system.embedded import EmbeddedRedis, free_port, server_version
+from queuing_system.embedded import EmbeddedRedis, EmbeddedRedisError, free_port, server_version
 from queuing_system.http_requests import request_raw
 from queuing_system.keys import SCHOOL_CHANNEL
 from queuing_system.processes import ScriptProcess
+from queuing_system.settings import ConfigError
 
 JOBS_7 = import_module("7_job_creator").JOBS
 BLACKLISTED_7 = import_module("7_job_processor").BLACKLISTED_NUMBERS
@@ -378,3 +381,9 @@ if __name__ == "__main__":
         # Every child and the embedded Redis were stopped by their `with` blocks on the way out.
         print("\nTour interrupted.", file=sys.stderr)
         sys.exit(130)
+    except ConfigError as error:  # QUEUING_REDIS_SERVER names no program
+        print(error, file=sys.stderr)
+        sys.exit(2)
+    except EmbeddedRedisError as error:
+        print(f"Cannot start the tour's Redis: {error}", file=sys.stderr)
+        sys.exit(1)

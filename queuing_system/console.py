@@ -10,8 +10,8 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
+from redis.exceptions import BusyLoadingError, InvalidResponse, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from queuing_system.settings import ConfigError
@@ -29,6 +29,8 @@ def means_not_connected(error: BaseException) -> bool:
     """Whether `error` means there is no working connection to a Redis, so the right words are
     `Redis client not connected to the server: …` (and, for a long-running process, try again later)
     rather than a failure of the command itself."""
+    if isinstance(error, BusyLoadingError):
+        return False  # LOADING: Redis is there and answering, just not ready yet
     if isinstance(error, REDIS_DOWN):
         return True
     return isinstance(error, ResponseError) and str(error).startswith(_REFUSALS)

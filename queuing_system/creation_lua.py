@@ -21,7 +21,8 @@ from redis.exceptions import NoScriptError
 from queuing_system.replication import Confirmation
 
 TOKEN_FIELD = "creation_token"  # the key in a job's meta
-RECORD_TTL = 24 * 3600  # how long a repeat of a reservation is recognised (a retry comes within minutes)
+RECORD_TTL = 600  # seconds a repeat of a reservation is recognised by default (a retry comes within seconds)
+MAX_CHUNK = 1000  # jobs per CREATE step: Lua's unpack() takes at most a few thousand values
 
 # KEYS[1] the job-id counter          KEYS[2] this creator run's record (hash: chunk -> its first id)
 # ARGV[1] the chunk's name (unique within the run)   ARGV[2] how many ids   ARGV[3] the record's ttl, s

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import redis
+from redis.exceptions import ResponseError
 from rq import Queue, Worker
 from rq.job import Job, JobStatus
 from rq.utils import as_text
 
+from queuing_system.console import REDIS_DOWN, backoff
 from queuing_system.enqueue import EnqueueInterruptedError, enqueue_many
+from queuing_system.events import JobEvents
 from queuing_system.job_settings import MAX_ATTEMPTS, MAX_DELAY, JobSettings
 from queuing_system.queues import Priority, job_queue
-from queuing_system.refusals import say_why_not_yet
+from queuing_system.refusals import refusal, say_why_not_yet
 from queuing_system.settings import env_int
 
 
@@ -95,9 +100,8 @@ def create_or_explain(
     except EnqueueInterruptedError as stop:
         made = len(stop.created)
         which = f" (ids {id_ranges([job.id for job in stop.created])})" if made else ""
-        rest = f"jobs {made + 1}-{stop.wanted}" if stop.wanted - made > 1 else f"job {stop.wanted}"
         print(
-            f"Gave up: {stop.why}; created {made} of {stop.wanted} jobs{which}; not created: {rest} of the list",
+            f"Gave up: {stop.why}; created {made} of {stop.wanted} jobs{which}, not the other {stop.wanted - made}",
             file=sys.stderr,
             flush=True,
         )
@@ -129,3 +133,25 @@ def not_started_hint(queue: Queue, processor: str, after: float) -> Callable[[li
         )
 
     return hint
+
+
+def listen_for_events(connection: redis.Redis, serializer: Any) -> JobEvents:
+    """A creator's first steps: reach Redis and subscribe to job events (before enqueueing, so no
+    event is missed). Redis away: the error goes up (the not-connected line, exit 1). Redis
+    refusing for now (busy with a script, loading its data): said on stderr and waited out for
+    QUEUING_ENQUEUE_PATIENCE seconds, then one line and exit 1."""
+    deadline = time.monotonic() + env_int("QUEUING_ENQUEUE_PATIENCE", 30, 1, 3600)
+    delays = backoff()
+    while True:
+        try:
+            connection.ping()
+            return JobEvents(connection, serializer=serializer)
+        except (*REDIS_DOWN, ResponseError) as error:
+            said = refusal(error)
+            if said is None:
+                raise
+            if time.monotonic() >= deadline:
+                print(f"Gave up: Redis kept refusing ({said}); created no job", file=sys.stderr, flush=True)
+                sys.exit(1)
+            say_why_not_yet(error, refused="the connection")
+            time.sleep(next(delays))

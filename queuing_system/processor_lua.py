@@ -14,20 +14,67 @@ key's expiry (the lease), and the steward thread re-arms it during a long job.
 When it expires, `RECOVER` hands the worker's claims back.
 """
 
+# Shared by every step: keys someone else gave the wrong type are noted in `problems` (key, found,
+# wanted: the caller says one line for each) and left alone, never written over.
+_PROBLEMS = """
+local problems = {}
+local function wrong_type(key, wanted)
+  local found = redis.call('TYPE', key)['ok']
+  if found == 'none' or found == wanted then
+    return false
+  end
+  table.insert(problems, key)
+  table.insert(problems, found)
+  table.insert(problems, wanted)
+  return true
+end
+"""
+
 # Shared by GIVE_BACK and RECOVER: put a claim list back at the front of each job's queue, in order.
-_GIVE_BACK_FUNCTION = """
+# Everything is read and checked first, then written (Lua has no rollback): a claimed id whose job key
+# is not a hash is dropped (as RQ's dequeue drops an id whose job is gone); one whose queue has the
+# wrong type stays claimed. Returns how many were given back, and how many stay claimed.
+_GIVE_BACK_FUNCTION = (
+    _PROBLEMS
+    + """
 local function give_back(claimed_key, job_prefix, queue_prefix)
+  if redis.call('TYPE', claimed_key)['ok'] ~= 'list' then
+    return 0, 0
+  end
   local ids = redis.call('LRANGE', claimed_key, 0, -1)
+  local destinations, kept, queue_fine = {}, {}, {}
+  for i = 1, #ids do
+    local job_key = job_prefix .. ids[i]
+    if not wrong_type(job_key, 'hash') then
+      local origin = redis.call('HGET', job_key, 'origin')
+      if origin then
+        local queue_key = queue_prefix .. origin
+        if queue_fine[queue_key] == nil then
+          queue_fine[queue_key] = not wrong_type(queue_key, 'list')
+        end
+        if queue_fine[queue_key] then
+          destinations[i] = queue_key
+        else
+          table.insert(kept, ids[i])
+        end
+      end
+    end
+  end
+  local given = 0
   for i = #ids, 1, -1 do
-    local origin = redis.call('HGET', job_prefix .. ids[i], 'origin')
-    if origin then
-      redis.call('LPUSH', queue_prefix .. origin, ids[i])
+    if destinations[i] then
+      redis.call('LPUSH', destinations[i], ids[i])
+      given = given + 1
     end
   end
   redis.call('DEL', claimed_key)
-  return #ids
+  if #kept > 0 then
+    redis.call('RPUSH', claimed_key, unpack(kept))
+  end
+  return given, #kept
 end
 """
+)
 
 # Settle the job this worker just ran, claim more jobs if it holds none, start the next one.
 # KEYS[1] the worker's RQ key           KEYS[2] its RQ executions set
@@ -46,15 +93,20 @@ end
 # ARGV[17] job timeout to assume when a job has none, seconds
 # ARGV[18..23] RQ's key prefixes: job, started registry, finished registry, execution, executions, results
 # ARGV[24] RQ's default result TTL   ARGV[25] RQ's heartbeat grace (SimpleWorker: timeout + 60)
-# ARGV[26] RQ's worker TTL, for jobs that never time out
-# Returns {settled, job id, job hash (flat), execution id} for the job to run now (false, false, false: none),
+# ARGV[26] RQ's worker TTL, for jobs that never time out   ARGV[27] the most seconds a TTL or timeout may be
+# Returns {settled, job id, job hash (flat), execution id, problems} for the job to run now (job id false: none),
 # where settled is ''     nothing to settle
 #                  'ok'   settled (or found settled: a step whose reply was lost had done it)
 #                  'lost' the job was no longer this worker's (its lease lapsed and a sweep took it): nothing written
 #                  'rq'   left to RQ's own code (the job has dependents, or keeps no result): nothing done at all
 # or {'no worker'} when this worker's key is gone (presumed dead): nothing was done at all.
+# problems: flat (key, type found, type wanted) of keys left alone: a queue (not served until fixed),
+# the workers set (the fair share then counts one worker), a job key (that job skipped).
 # Every step can be repeated when its reply is lost: a job a lost step started is returned again.
-ADVANCE = """
+# Whatever someone else wrote, it reads and checks before it writes: a bad job or key never errors half-way.
+ADVANCE = (
+    _PROBLEMS
+    + """
 local worker_key, executions_key, running_key, claimed_key, workers_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local worker, lease, now_text, now_float = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local settle_mode, settle_id, settle_execution = ARGV[5], ARGV[6], ARGV[7]
@@ -63,9 +115,18 @@ local settle_value, settle_event, channel = ARGV[11], ARGV[12], ARGV[13]
 local claim_max, start_next, next_execution, default_timeout = tonumber(ARGV[14]), ARGV[15], ARGV[16], ARGV[17]
 local job_prefix, wip_prefix, finished_prefix = ARGV[18], ARGV[19], ARGV[20]
 local execution_prefix, executions_prefix, results_prefix = ARGV[21], ARGV[22], ARGV[23]
-local default_result_ttl, heartbeat_grace, worker_ttl = ARGV[24], tonumber(ARGV[25]), tonumber(ARGV[26])
+local default_result_ttl, heartbeat_grace, worker_ttl = tonumber(ARGV[24]), tonumber(ARGV[25]), tonumber(ARGV[26])
+local most_seconds = tonumber(ARGV[27])
 local now = math.floor(tonumber(now_float))
-if redis.call('EXISTS', worker_key) == 0 or redis.call('HEXISTS', worker_key, 'death') == 1 then
+-- A number of seconds RQ and EXPIRE both take (a whole number from -1 up), else `fallback`.
+local function seconds(value, fallback)
+  local n = tonumber(value)
+  if n and n == math.floor(n) and n >= -1 and n <= most_seconds then
+    return n
+  end
+  return fallback
+end
+if redis.call('TYPE', worker_key)['ok'] ~= 'hash' or redis.call('HEXISTS', worker_key, 'death') == 1 then
   return {'no worker'}
 end
 
@@ -74,9 +135,10 @@ local settled = ''
 if settle_mode ~= '' then
   local composite = settle_id .. ':' .. settle_execution
   local job_key = job_prefix .. settle_id
+  local job_is_hash = not wrong_type(job_key, 'hash')
   if redis.call('GET', running_key) ~= composite then
     -- Not (or no longer) in hand: settled already by a step whose reply was lost, or taken by a sweep.
-    local status = redis.call('HGET', job_key, 'status')
+    local status = job_is_hash and redis.call('HGET', job_key, 'status')
     if settle_mode == 'released' or status == 'finished' then
       settled = 'done before'
     else
@@ -84,9 +146,11 @@ if settle_mode ~= '' then
     end
   elseif settle_mode == 'released' then
     settled = 'ok'
+  elseif not job_is_hash then
+    settled = 'lost'  -- someone replaced the job's hash while it ran: nothing of it to settle
   else
     local origin = redis.call('HGET', job_key, 'origin')
-    local result_ttl = tonumber(redis.call('HGET', job_key, 'result_ttl') or default_result_ttl)
+    local result_ttl = seconds(redis.call('HGET', job_key, 'result_ttl') or default_result_ttl, default_result_ttl)
     if not origin or result_ttl == 0 or redis.call('EXISTS', job_key .. ':dependents') == 1 then
       return {'rq', false, false}
     end
@@ -137,19 +201,25 @@ end
 
 -- 2. claim: when this worker holds no claims, take its fair share of the backlog (at most claim_max)
 if claim_max > 0 and redis.call('LLEN', claimed_key) == 0 then
-  local backlog = 0
+  local queues, backlog = {}, 0
   for i = 6, #KEYS do
-    backlog = backlog + redis.call('LLEN', KEYS[i])
+    if not wrong_type(KEYS[i], 'list') then
+      table.insert(queues, KEYS[i])
+      backlog = backlog + redis.call('LLEN', KEYS[i])
+    end
   end
-  local workers = math.max(1, redis.call('SCARD', workers_key))
+  local workers = 1
+  if not wrong_type(workers_key, 'set') then
+    workers = math.max(1, redis.call('SCARD', workers_key))
+  end
   local wanted = math.min(claim_max, math.ceil(backlog / workers))
-  for i = 6, #KEYS do
+  for _, queue_key in ipairs(queues) do
     if wanted <= 0 then
       break
     end
-    local ids = redis.call('LRANGE', KEYS[i], 0, wanted - 1)
+    local ids = redis.call('LRANGE', queue_key, 0, wanted - 1)
     if #ids > 0 then
-      redis.call('LTRIM', KEYS[i], #ids, -1)
+      redis.call('LTRIM', queue_key, #ids, -1)
       redis.call('RPUSH', claimed_key, unpack(ids))
       wanted = wanted - #ids
     end
@@ -162,7 +232,7 @@ local in_hand = redis.call('GET', running_key)
 if in_hand then
   -- A job a step started whose reply never reached us (Redis went away): that job runs now.
   local job_id, execution_id = string.match(in_hand, '^(.*):([^:]*)$')
-  if redis.call('EXISTS', job_prefix .. job_id) == 1 then
+  if job_id and redis.call('TYPE', job_prefix .. job_id)['ok'] == 'hash' then
     started_id, started_execution = job_id, execution_id
     started_hash = redis.call('HGETALL', job_prefix .. job_id)
   else
@@ -176,10 +246,13 @@ if start_next == '1' and not started_id then
       break
     end
     local job_key = job_prefix .. job_id
-    local origin = redis.call('HGET', job_key, 'origin')
-    if origin then  -- a job whose hash is gone is skipped, as RQ's dequeue skips it
+    -- A job whose hash is gone (or is not a hash) is skipped, as RQ's dequeue skips it.
+    local origin = not wrong_type(job_key, 'hash') and redis.call('HGET', job_key, 'origin')
+    if origin then
       local composite = job_id .. ':' .. next_execution
-      local timeout = tonumber(redis.call('HGET', job_key, 'timeout') or '') or tonumber(default_timeout)
+      -- A timeout that is not a whole number of seconds: the TTLs assume the default, and the
+      -- processor fails the job with that reason before running anything of it.
+      local timeout = seconds(redis.call('HGET', job_key, 'timeout'), tonumber(default_timeout))
       local ttl = timeout + heartbeat_grace  -- RQ's SimpleWorker.get_heartbeat_ttl
       if timeout == -1 then
         ttl = worker_ttl  -- for jobs that never time out
@@ -210,8 +283,9 @@ redis.call('EXPIRE', worker_key, lease)
 if settled == 'done before' then
   settled = 'ok'
 end
-return {settled, started_id, started_hash, started_execution}
+return {settled, started_id, started_hash, started_execution, problems}
 """
+)
 
 # Is the job in hand still this worker's? Re-arms the lease when it is.
 # KEYS[1] the worker's job in hand (queuing:running:<worker>)   KEYS[2] the worker's RQ key
@@ -230,13 +304,14 @@ return 1
 # Give every job a worker has claimed but not started back to the front of its queue, in order.
 # KEYS[1] the worker's claim list (queuing:claimed:<worker>)
 # ARGV[1] RQ's job key prefix   ARGV[2] RQ's queue key prefix
-# Returns how many were given back.
+# Returns {how many were given back, problems (flat: key, type found, type wanted)}.
 GIVE_BACK = (
     _GIVE_BACK_FUNCTION
     + """
 local claimed_key = KEYS[1]
 local job_prefix, queue_prefix = ARGV[1], ARGV[2]
-return give_back(claimed_key, job_prefix, queue_prefix)
+local given = give_back(claimed_key, job_prefix, queue_prefix)
+return {given, problems}
 """
 )
 
@@ -246,7 +321,8 @@ return give_back(claimed_key, job_prefix, queue_prefix)
 # KEYS[1] the claimers set (queuing:claimers)   KEYS[2..] RQ's scheduler locks of these queues
 # ARGV[1] RQ's worker key prefix   ARGV[2] claim list prefix   ARGV[3] job-in-hand prefix
 # ARGV[4] RQ's job key prefix      ARGV[5] RQ's queue key prefix
-# Returns a flat list: worker name, "<job id>:<execution id>" of its job in hand or '', …
+# Returns {flat list: worker name, "<job id>:<execution id>" of its job in hand or '', …; problems}.
+# A dead worker with claims that cannot go back yet (their queue has the wrong type) stays a claimer.
 RECOVER = (
     _GIVE_BACK_FUNCTION
     + """
@@ -254,13 +330,22 @@ local claimers_key = KEYS[1]
 local worker_prefix, claimed_prefix, running_prefix, job_prefix, queue_prefix =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local recovered = {}
+if wrong_type(claimers_key, 'set') then
+  return {recovered, problems}
+end
 for _, name in ipairs(redis.call('SMEMBERS', claimers_key)) do
   local worker_key = worker_prefix .. name
-  if redis.call('EXISTS', worker_key) == 0 or redis.call('HEXISTS', worker_key, 'death') == 1 then
-    give_back(claimed_prefix .. name, job_prefix, queue_prefix)
-    local running = redis.call('GET', running_prefix .. name) or ''
-    redis.call('DEL', running_prefix .. name)
-    redis.call('SREM', claimers_key, name)
+  if redis.call('TYPE', worker_key)['ok'] ~= 'hash' or redis.call('HEXISTS', worker_key, 'death') == 1 then
+    local _, kept = give_back(claimed_prefix .. name, job_prefix, queue_prefix)
+    local running_key = running_prefix .. name
+    local running = ''
+    if not wrong_type(running_key, 'string') then
+      running = redis.call('GET', running_key) or ''
+      redis.call('DEL', running_key)
+    end
+    if kept == 0 then
+      redis.call('SREM', claimers_key, name)
+    end
     for i = 2, #KEYS do
       if redis.call('GET', KEYS[i]) == name then
         redis.call('DEL', KEYS[i])
@@ -270,14 +355,6 @@ for _, name in ipairs(redis.call('SMEMBERS', claimers_key)) do
     table.insert(recovered, running)
   end
 end
-return recovered
+return {recovered, problems}
 """
 )
-
-# Re-arm a worker's lease if its key still exists (the steward, during a long job).
-# KEYS[1] the worker's RQ key   ARGV[1] lease, seconds
-# Returns 1, or 0 when the key is gone.
-KEEP_ALIVE = """
-local worker_key, lease = KEYS[1], ARGV[1]
-return redis.call('EXPIRE', worker_key, lease)
-"""

@@ -5,34 +5,23 @@ from __future__ import annotations
 
 import threading
 
-from redis.exceptions import BusyLoadingError, InvalidResponse, RedisError, ResponseError
+from redis.exceptions import RedisError
 
-from queuing_system.console import REDIS_DOWN, backoff, not_connected, say
+from queuing_system.console import backoff, means_not_connected, not_connected, say
+from queuing_system.refusals import said
 
 # Every fault a long-running process rides out: Redis away (connection errors, timeouts), a server
 # that is not Redis, and Redis answering with an error (OOM, BUSY, LOADING, READONLY, MASTERDOWN, …).
 REDIS_FAULTS = (RedisError,)
 
 
-def not_there(error: BaseException) -> bool:
-    """Whether the fault means we have no usable connection to a Redis: away, silent, not Redis at
-    all, or the database named in the URL does not exist there. (LOADING is Redis answering.)"""
-    if isinstance(error, BusyLoadingError):
-        return False
-    if isinstance(error, (*REDIS_DOWN, InvalidResponse)):
-        return True
-    return isinstance(error, ResponseError) and "DB index is out of range" in str(error)
-
-
 def refused(error: BaseException) -> None:
     """The line for Redis answering a command with an error: what Redis said, in its words."""
-    code = getattr(error, "status_code", None)
-    reply = f"{code} {error}" if code and not str(error).startswith(code) else str(error)
-    say(f"Redis refused a command: {reply}")
+    say(f"Redis refused a command: {said(error)}")
 
 
 def say_fault(error: BaseException) -> None:
-    if not_there(error):
+    if means_not_connected(error):  # the one classifier: away, silent, not Redis, no such database
         not_connected(error)
     else:
         refused(error)

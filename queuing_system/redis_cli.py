@@ -28,7 +28,10 @@ from queuing_system.settings import ConfigError, redis_url
 
 
 def find_redis_cli() -> str:
-    return installed("redis-cli", "valkey-cli") or bundled("valkey-cli")
+    try:
+        return installed("redis-cli", "valkey-cli") or bundled("valkey-cli")
+    except EmbeddedRedisError as error:  # a broken install: said in one line, like a bad setting
+        raise ConfigError(str(error)) from None
 
 
 def connection_arguments(url: str, *, sentinel: bool = False) -> list[str]:
@@ -73,9 +76,6 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as error:
         print(error, file=sys.stderr)
         sys.exit(2)
-    except EmbeddedRedisError as error:
-        print(error, file=sys.stderr)
-        sys.exit(1)
     except RedisError as error:  # a Sentinel group without an answering sentinel or primary
         print(f"Redis client not connected to the server: {error}", file=sys.stderr)
         sys.exit(1)

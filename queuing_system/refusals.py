@@ -1,11 +1,15 @@
 """Redis refusing a command (out of memory, busy, read-only…), told apart from Redis being away.
 
 A refusal means nothing of the command ran: it is safe to send again once Redis accepts writes,
-and a user is told what Redis said, not that the connection was lost.
+and a user is told what Redis said, not that the connection was lost. The one place that says
+what an error reply is: `refusal` (a refusal to wait out, or None), `said` (Redis's words, code
+first), `in_words` (a few words for an HTTP answer); whether an error means "not connected" at
+all is `console.means_not_connected`.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 
 from redis.exceptions import (
@@ -18,7 +22,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from queuing_system.console import not_connected
+from queuing_system.console import clean, not_connected
 
 # Error replies that refuse a command as a whole (nothing of it ran): worth waiting out. redis-py
 # strips the code from the replies it has a class for; `refusal` puts it back.
@@ -33,22 +37,62 @@ _REFUSAL_CODES = {
 _UNCLASSED_REFUSALS = ("BUSY ", "NOREPLICAS ", "MASTERDOWN ", "LOADING ", "READONLY ", "OOM ")
 
 
+# redis-py prefixes an error inside a pipeline with the command that caused it.
+_PIPELINE_NOTE = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.DOTALL)
+
+
+# What an error reply means, in a few words, by its code (servers answer them in their JSON 503s).
+_IN_WORDS = {
+    "OOM": "out of memory",
+    "BUSY": "busy running a script",
+    "READONLY": "read-only (a replica)",
+    "MASTERDOWN": "cut off from its primary",
+    "NOREPLICAS": "short of replicas",
+    "MISCONF": "unable to save to disk",
+    "WRONGTYPE": "a key holds another kind of value",
+}
+
+
+def code_of(error: BaseException) -> str:
+    """The code of an error reply (`OOM`): redis-py keeps it aside for the replies it has a class
+    for, and leaves it at the start of the text of the others."""
+    code = getattr(error, "status_code", None)
+    if code:
+        return str(code)
+    for kind, known in _REFUSAL_CODES.items():
+        if isinstance(error, kind):
+            return known
+    return _PIPELINE_NOTE.sub("", str(error)).split(" ", 1)[0]
+
+
+def said(error: BaseException) -> str:
+    """What Redis said, code first (`OOM command not allowed …`), without redis-py's pipeline note,
+    on one line."""
+    text = _PIPELINE_NOTE.sub("", str(error))
+    code = code_of(error)
+    return clean(text if text.startswith(code) else f"{code} {text}")
+
+
+def in_words(error: BaseException) -> str:
+    """`out of memory`, or what Redis said when it is not one of the common refusals."""
+    return _IN_WORDS.get(code_of(error)) or said(error)
+
+
 def refusal(error: BaseException) -> str | None:
     """What Redis said, when `error` is Redis refusing a write for now (out of memory, busy running a
     script, read-only, loading…); None for anything else."""
-    for kind, code in _REFUSAL_CODES.items():
-        if isinstance(error, kind):
-            return f"{code} {error}"
-    if isinstance(error, ResponseError) and str(error).startswith(_UNCLASSED_REFUSALS):
-        return str(error)
+    if isinstance(error, tuple(_REFUSAL_CODES)):
+        return said(error)
+    if isinstance(error, ResponseError) and _PIPELINE_NOTE.sub("", str(error)).startswith(_UNCLASSED_REFUSALS):
+        return said(error)
     return None
 
 
-def say_why_not_yet(error: BaseException) -> None:
+def say_why_not_yet(error: BaseException, refused: str = "the write") -> None:
     """A failed attempt: what Redis refused (on stderr: it is not a lost connection), or the
     not-connected line (on stdout, as the original prints it)."""
     said = refusal(error)
     if said is None:
         not_connected(error)
     else:
-        print(f"Redis refused the write: {said}", file=sys.stderr, flush=True)
+        print(f"Redis refused {refused}: {said}", file=sys.stderr, flush=True)

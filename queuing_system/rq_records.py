@@ -8,6 +8,7 @@ import logging
 import time
 
 import redis
+from redis.exceptions import ResponseError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import format_exc_info
@@ -16,6 +17,7 @@ from rq.utils import as_text, utcformat
 from rq.worker import BaseWorker
 
 from queuing_system import events, keys
+from queuing_system.bad_data import BadKeys, wrong_types
 from queuing_system.job_run import JobRun, Offer, now
 from queuing_system.jobs import JobSettings
 from queuing_system.keys import JOB_EVENTS_CHANNEL
@@ -40,6 +42,29 @@ class RqRecords:
     @property
     def name(self) -> str:
         return str(self.rq_worker.name)
+
+    def register(self, bad_keys: BadKeys) -> None:
+        """Register as RQ does, and as a holder of claims. RQ's registration is one transaction whose
+        worker key (our lease) is written even when a set listing workers has the wrong type: then that
+        set is named, left alone, and we go on (only RQ's tools and the fair share read it)."""
+        listings = {RQ.workers: "set"} | {RQ.workers_of(name): "set" for name in self.rq_worker.queue_names()}
+        try:
+            self.rq_worker.register_birth()
+        except ResponseError:
+            self._name_wrong_types(listings, bad_keys)
+            if self.connection.type(self.rq_worker.key) != b"hash":
+                raise
+        try:
+            self.connection.sadd(keys.CLAIMERS, self.name)
+        except ResponseError:  # then no sweep can recover our claims: it is said, and we go on serving
+            self._name_wrong_types({keys.CLAIMERS: "set"}, bad_keys)
+
+    def _name_wrong_types(self, wanted: dict[str, str], bad_keys: BadKeys) -> None:
+        """Say which of `wanted` has the wrong type; re-raise the error in hand when none has."""
+        problems = wrong_types(self.connection, wanted)
+        if not problems:
+            raise
+        bad_keys.report(problems)
 
     def record_failure(self, run: JobRun) -> None:
         """Store the failure through RQ (retry, dead letter, dependents), then say so; idempotent."""
@@ -84,12 +109,12 @@ class RqRecords:
         self.rq_worker.handle_job_failure(job, queue=self.queue(job), exc_string=message, execution=self.execution(run))
         return job.get_status(refresh=True) != JobStatus.STARTED
 
-    def fail_unreadable(self, job_id: str, execution_id: str, error: Exception) -> None:
+    def fail_unreadable(self, job_id: str, execution_id: str, reason: str) -> None:
         """A job RQ cannot even read cannot go through RQ's failure path: mark it failed here, once."""
         ref = f"{job_id}:{execution_id}"
         key = RQ.job(job_id)
         origin = as_text(self.connection.hget(key, "origin") or b"")
-        message = f"Job data cannot be read: {type(error).__name__}: {error}"
+        message = f"Job data cannot be read: {reason}"
         with self.connection.pipeline() as pipeline:
             pipeline.hset(key, mapping={"status": JobStatus.FAILED.value, "ended_at": utcformat(now())})
             pipeline.zadd(RQ.failed(origin), {job_id: time.time() + JobSettings.failure_ttl})

@@ -122,7 +122,6 @@ def run_server(
     """
     host, port = server_address()
     threads = args.threads or (4 if args.workers else 32)
-    os.environ["QUEUING_SERVER_THREADS"] = str(threads)  # web.server_client() sizes its pool by it
     quiet_logs(args.verbose)
     _allow_many_connections()
     try:

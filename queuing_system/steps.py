@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -26,6 +26,8 @@ from queuing_system.rq_keys import RQ
 
 # Seconds RQ's SimpleWorker adds to a job's timeout for its heartbeat TTL (get_heartbeat_ttl: timeout + 60).
 HEARTBEAT_GRACE = 60
+# The most seconds a job's timeout or TTLs may say (about 31 years): beyond, EXPIRE and alarms refuse them.
+MOST_SECONDS = 10**9
 
 Execute = Callable[..., Any]  # runs one Redis command: execute("EVALSHA", sha, ...) -> reply
 Arg = str | int | float
@@ -50,7 +52,6 @@ _ADVANCE = LuaScript(processor_lua.ADVANCE)
 _STILL_MINE = LuaScript(processor_lua.STILL_MINE)
 _GIVE_BACK = LuaScript(processor_lua.GIVE_BACK)
 _RECOVER = LuaScript(processor_lua.RECOVER)
-_KEEP_ALIVE = LuaScript(processor_lua.KEEP_ALIVE)
 
 
 class SettleMode(str, Enum):
@@ -66,6 +67,21 @@ class Settled(str, Enum):
     LOST = "lost"  # no longer this worker's (its lease lapsed, a sweep took it): nothing written
     RQ = "rq"  # left to RQ's own code (dependents, or no result kept): nothing done at all
     NO_WORKER = "no worker"  # this worker's key is gone (presumed dead): nothing done at all
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A key someone else gave the wrong type: a step left it alone (and says what it did instead)."""
+
+    key: str
+    found: str
+    wanted: str
+
+
+def _problems(flat: list[Any]) -> list[Problem]:
+    return [
+        Problem(as_text(k), as_text(f), as_text(w)) for k, f, w in zip(flat[::3], flat[1::3], flat[2::3], strict=True)
+    ]
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,7 @@ class Started:
 class AdvanceReply:
     settled: Settled
     started: Started | None
+    problems: list[Problem] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -155,16 +172,18 @@ class Advance:
             DEFAULT_RESULT_TTL,
             HEARTBEAT_GRACE,
             DEFAULT_WORKER_TTL,
+            MOST_SECONDS,
         ]
 
     @staticmethod
     def parse(reply: list[Any]) -> AdvanceReply:
         settled = Settled(as_text(reply[0]))
+        problems = _problems(reply[4]) if len(reply) > 4 else []
         if settled is Settled.NO_WORKER or not reply[1]:
-            return AdvanceReply(settled, None)
+            return AdvanceReply(settled, None, problems)
         flat = reply[2]
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        return AdvanceReply(settled, Started(as_text(reply[1]), as_text(reply[3]), fields))
+        return AdvanceReply(settled, Started(as_text(reply[1]), as_text(reply[3]), fields), problems)
 
     def run(self, execute: Execute) -> AdvanceReply:
         return self.parse(_ADVANCE(execute, self.keys(), self.args()))
@@ -185,12 +204,14 @@ class StillMine:
 
 @dataclass(frozen=True)
 class GiveBack:
-    """Every claimed, unstarted job back to the front of its queue, in order; returns how many."""
+    """Every claimed, unstarted job back to the front of its queue, in order; returns how many, and the
+    keys it left alone (a job key that is not a hash: dropped; a queue of the wrong type: kept claimed)."""
 
     worker: str
 
-    def run(self, execute: Execute) -> int:
-        return int(_GIVE_BACK(execute, [keys.claimed_key(self.worker)], [RQ.job_prefix, RQ.queue_prefix]))
+    def run(self, execute: Execute) -> tuple[int, list[Problem]]:
+        given, problems = _GIVE_BACK(execute, [keys.claimed_key(self.worker)], [RQ.job_prefix, RQ.queue_prefix])
+        return int(given), _problems(problems)
 
 
 @dataclass(frozen=True)
@@ -214,21 +235,22 @@ class Recover:
         return [RQ.worker_prefix, keys.CLAIMED_PREFIX, keys.RUNNING_PREFIX, RQ.job_prefix, RQ.queue_prefix]
 
     @staticmethod
-    def parse(reply: list[Any]) -> list[Recovered]:
-        return [
-            Recovered(as_text(name), as_text(running)) for name, running in zip(reply[::2], reply[1::2], strict=True)
-        ]
+    def parse(reply: list[Any]) -> tuple[list[Recovered], list[Problem]]:
+        flat, problems = reply
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        return [Recovered(as_text(name), as_text(running)) for name, running in pairs], _problems(problems)
 
-    def run(self, execute: Execute) -> list[Recovered]:
+    def run(self, execute: Execute) -> tuple[list[Recovered], list[Problem]]:
         return self.parse(_RECOVER(execute, self.keys(), self.args()))
 
 
 @dataclass(frozen=True)
 class KeepAlive:
-    """Re-arm a worker's lease if its key still exists; False when it is gone."""
+    """Re-arm a worker's lease if its key still exists; False when it is gone. One plain EXPIRE (it needs
+    no script: an idle processor's leases are most of what it costs Redis)."""
 
     worker: str
     lease: int
 
     def run(self, execute: Execute) -> bool:
-        return bool(_KEEP_ALIVE(execute, [RQ.worker(self.worker)], [self.lease]))
+        return bool(execute("EXPIRE", RQ.worker(self.worker), self.lease))

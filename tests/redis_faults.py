@@ -58,3 +58,48 @@ def killing_connections(url: str, every: float = 0.002) -> Iterator[list[int]]:
     finally:
         stop.set()
         thread.join(10)
+
+
+@contextlib.contextmanager
+def refusing(url: str, kind: str, closed_port: int = 1) -> Iterator[None]:
+    """Redis answering writes with an error for as long as the block runs: `oom` (maxmemory with
+    noeviction), `busy` (a foreign script past the busy threshold), `readonly` (a replica of a
+    primary it cannot reach, as a demoted primary is)."""
+    client = redis.Redis.from_url(url, socket_timeout=None)
+    if kind == "oom":
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", 1)
+        yield
+        client.config_set("maxmemory", 0)
+    elif kind == "readonly":
+        client.replicaof("127.0.0.1", closed_port)
+        yield
+        client.replicaof("NO", "ONE")
+    elif kind == "busy":
+        with _busy(url):
+            yield
+    else:
+        raise ValueError(kind)
+
+
+@contextlib.contextmanager
+def _busy(url: str, seconds: float = 8.0) -> Iterator[None]:
+    """A foreign script running `seconds`: past the 5 s threshold every other command gets BUSY."""
+    busy = threading.Thread(
+        target=lambda: redis.Redis.from_url(url, socket_timeout=None).eval(STALL, 0, int(seconds * 1_000_000)),
+        daemon=True,
+    )
+    busy.start()
+    probe = redis.Redis.from_url(url, socket_timeout=10, retry=None)
+    while True:  # until Redis answers BUSY
+        try:
+            probe.ping()
+        except redis.ResponseError as error:
+            if str(error).startswith("BUSY"):
+                break
+            raise
+    try:
+        yield
+    finally:
+        busy.join(seconds + 10)
+        probe.close()

@@ -20,6 +20,7 @@ from queuing_system.embedded import free_port
 from queuing_system.jobs import enqueue, job_queue
 from queuing_system.keys import PROCESS_7, QUEUE_7
 from queuing_system.processes import ScriptProcess
+from queuing_system.settings import shown_url
 from tests.job_helpers import fetch
 
 # What a browser sends with a request another site's page makes: a form POST, an <img src>.
@@ -345,3 +346,93 @@ def test_the_dashboards_own_buttons_work_in_a_browser(queued_and_failed, redis_u
         server.server_close()
     assert 'data-answer="200"' in dom
     assert queue.get_job_ids() == []
+
+
+def test_what_others_wrote_in_redis_never_breaks_a_page(redis_url, rq_connection) -> None:
+    """Issue 22: keys and jobs written by someone else (keys of another type, garbled jobs, a vanished job,
+    junk in RQ's set of queues) are shown with their reason, the rest as usual; no traceback, no write."""
+    queue = job_queue(QUEUE_7, rq_connection)
+    good = enqueue(queue, PROCESS_7, {"phoneNumber": "4153518743", "message": "fine"})
+    odd_meta = enqueue(queue, PROCESS_7, {"phoneNumber": "4153518743", "message": "meta is a list"})
+    rq_connection.hset(odd_meta.key, "meta", json.dumps([1, 2]))
+    garbled = enqueue(queue, PROCESS_7, {"phoneNumber": "4153518743", "message": "garbled"})
+    rq_connection.hset(garbled.key, "created_at", "not a date")
+    string_job = enqueue(queue, PROCESS_7, {"phoneNumber": "4153518743", "message": "a string"})
+    rq_connection.delete(string_job.key)
+    rq_connection.set(string_job.key, "not a hash")
+    rq_connection.rpush(queue.key, "999")  # a job that vanished
+    rq_connection.set("rq:queue:weird", "a string, not a list")
+    rq_connection.set("rq:failed:weird", "a string, not a sorted set")
+    rq_connection.sadd("rq:queues", "rq:queue:weird", "junk", b"rq:queue:\xff")
+    port = free_port()
+    with ScriptProcess("-m", ["queuing_system.dashboard", "--port", str(port)]) as server:
+        server.wait_for_line(f"Dashboard of {redis_url} at http://127.0.0.1:{port}/ (Ctrl+C stops it)")
+
+        def get(path: str) -> tuple[int, dict]:
+            status, body = http_get(port, path, f"127.0.0.1:{port}")
+            return status, json.loads(body)
+
+        status, queues = get("/0/data/queues.json")
+        rows = {row["name"]: row for row in queues["queues"]}
+        jobs = get(f"/0/data/jobs/{QUEUE_7}/queued/8/asc/1.json")
+        details = [get(f"/0/data/job/{job_id}.json") for job_id in (odd_meta.id, garbled.id, string_job.id, "999")]
+        pages = [
+            http_get(port, path, f"127.0.0.1:{port}")[0] for path in ("/", f"/0/view/jobs/{QUEUE_7}/queued/8/asc/1")
+        ]
+        server.signal(signal.SIGINT)
+        assert server.wait(10) == 0
+    assert status == 200 and rows[QUEUE_7]["count"] == 5 and rows["\ufffd"]["count"] == 0
+    weird = "weird (cannot be read: WRONGTYPE Operation against a key holding the wrong kind of value)"
+    assert (rows[weird]["count"], rows[weird]["failed_job_registry_count"]) == ("?", "?")
+    assert jobs[0] == 200 and [job["id"] for job in jobs[1]["jobs"]] == [good.id, odd_meta.id]
+    assert [status for status, _ in details] == [200, 500, 500, 404]
+    assert details[1][1]["status"].startswith("Unreadable job: time data 'not a date'")
+    assert details[2][1] == {
+        "status": "Unreadable job: WRONGTYPE Operation against a key holding the wrong kind of value"
+    }
+    assert pages == [200, 200]
+    assert queue.get_job_ids() == [good.id, odd_meta.id, garbled.id, string_job.id, "999"]  # reading wrote nothing
+    assert server.stderr == "" and server.lines[1:] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:TopSecret-42@h:6379/0", "redis://:***@h:6379/0"),
+        ("redis://alice:p%40ss@h:6379/0", "redis://alice:***@h:6379/0"),
+        ("redis://:a@b@h:6379/0", "redis://:***@h:6379/0"),  # an unquoted @ in the password
+        ("redis://alice@h:6379/0", "redis://alice@h:6379/0"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+        ("rediss://h/0?ssl_ca_certs=/ca.pem&ssl_password=k3y", "rediss://h/0?ssl_ca_certs=/ca.pem&ssl_password=***"),
+        ("unix:///run/redis.sock?db=0&password=s3cret", "unix:///run/redis.sock?db=0&password=***"),
+        ("redis+sentinel://:pw@s1:26379,s2:26379/mymaster/0", "redis+sentinel://:***@s1:26379,s2:26379/mymaster/0"),
+    ],
+)
+def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
+
+
+def test_no_get_writes_anything(queued_and_failed, redis_url, rq_connection) -> None:
+    """Every page and data endpoint, read with stale and odd entries in Redis (a vanished job, a dead worker
+    still registered, junk in RQ's set of workers): Redis is byte for byte as before."""
+    queue, queued, failed = queued_and_failed
+    rq_connection.rpush(queue.key, "999")
+    rq_connection.sadd("rq:workers", "rq:worker:gone", "junk", b"rq:worker:\xff")
+    rq_connection.sadd(f"rq:workers:{QUEUE_7}", "rq:worker:gone")
+
+    def snapshot() -> dict:
+        read = {b"hash": rq_connection.hgetall, b"list": lambda key: rq_connection.lrange(key, 0, -1),
+                b"set": rq_connection.smembers, b"zset": lambda key: rq_connection.zrange(key, 0, -1, withscores=True),
+                b"string": rq_connection.get, b"stream": rq_connection.xrange}  # fmt: skip
+        return {key: read[rq_connection.type(key)](key) for key in sorted(rq_connection.keys("*"))}
+
+    before = snapshot()
+    client = dashboard.create_app(redis_url).test_client()
+    job = queued[0].id
+    paths = ["/", "/0/view/workers", "/0/view/jobs", f"/0/view/jobs/{QUEUE_7}/queued/8/asc/1", f"/0/view/job/{job}"]
+    paths += ["/0/data/queues.json", "/0/data/workers.json", f"/0/data/job/{job}.json", f"/0/data/job/{failed.id}.json"]
+    registries = ("queued", "failed", "started", "finished", "deferred", "scheduled", "canceled")
+    paths += [f"/0/data/jobs/{QUEUE_7}/{registry}/8/asc/1.json" for registry in registries]
+    assert [client.get(path).status_code for path in paths] == [200] * len(paths)
+    assert client.get("/0/data/workers.json").get_json() == {"workers": []}
+    assert snapshot() == before

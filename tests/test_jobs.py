@@ -301,3 +301,36 @@ def test_a_missed_end_is_caught_up_on_however_busy_the_channel(redis_url, rq_con
             stop.set()
             noise.join()
     assert seen == ["completed"]
+
+
+def test_a_creator_whose_connection_is_cut_catches_up_at_once(redis_url, rq_connection, r) -> None:
+    """Its subscription killed while the job ends (the event is lost), the channel busy with another
+    creator's events: it resubscribes and asks Redis, without waiting for a quiet spell."""
+    import threading
+
+    from queuing_system.events import publish_event
+
+    job = enqueue(job_queue(QUEUE_6, rq_connection), PROCESS_6, {"phoneNumber": "1", "message": "m"})
+    stop = threading.Event()
+
+    def chatter() -> None:
+        while not stop.is_set():
+            publish_event(rq_connection, "someone else's", JobEvent.PROGRESS, 1)
+            stop.wait(0.01)
+
+    seen: list[str] = []
+    with JobEvents(rq_connection, serializer=JSONSerializer) as events:
+        events.on(job, JobEvent.COMPLETED, lambda _: seen.append("completed"))
+        noise = threading.Thread(target=chatter, daemon=True)
+        noise.start()
+        waiter = threading.Thread(target=events.wait_until_ended, args=([job.id], 3600), daemon=True)
+        waiter.start()
+        try:
+            eventually(lambda: r.pubsub_numsub("queuing:job_events")[0][1] == 1)
+            r.hset(f"rq:job:{job.id}", "status", JobStatus.FINISHED.value)  # it ends while we are cut off
+            r.client_kill_filter(_type="pubsub")
+            waiter.join(10)
+        finally:
+            stop.set()
+            noise.join()
+    assert seen == ["completed"]

@@ -147,6 +147,33 @@ BATTERY = [
     (["7_job_processor.py"], {"REDIS_URL": "nonsense"}, "REDIS_URL='nonsense': no scheme"),
     (["7_job_processor.py"], {"NOTIFICATION_SEND_MS": "abc"}, "NOTIFICATION_SEND_MS='abc': expected a number"),
     (["9_stock.py"], {"PORT": "abc"}, "PORT='abc': expected a port number"),
+    (
+        ["7_job_processor.py"],
+        {"REDIS_URL": "{live}?foo=bar"},
+        "REDIS_URL='{live}?foo=bar': 'foo' is not an option of redis://",
+    ),
+    (
+        ["9_stock.py"],
+        {"REDIS_URL": "{live}?socket_timeout=abc"},
+        "REDIS_URL='{live}?socket_timeout=abc': Invalid value",
+    ),
+    (
+        ["7_job_creator.py"],
+        {"REDIS_URL": "{live}?ssl_cert_reqs=bogus"},
+        "REDIS_URL='{live}?ssl_cert_reqs=bogus': 'ssl_cert_reqs' is not an option of redis://",
+    ),
+    (
+        ["100_seat.py"],
+        {"REDIS_URL": "{live}?ssl_ca_certs=/no/ca.pem"},
+        "REDIS_URL='{live}?ssl_ca_certs=/no/ca.pem': ssl_ca_certs: no such",
+    ),
+    (
+        ["6_job_processor.py"],
+        {"REDIS_URL": "rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus"},
+        "REDIS_URL='rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus': Invalid SSL Certificate Requirements Flag: bogus",
+    ),
+    (["7_job_processor.py"], {"RQ_KEY_PREFIX": "my queue"}, "Invalid RQ_KEY_PREFIX 'my queue': only letters"),
+    (["-m", "queuing_system.dashboard"], {"RQ_KEY_PREFIX": ""}, "Invalid RQ_KEY_PREFIX '': only letters"),
     (["9_stock.py"], {"HOST": "nosuchhost.invalid"}, "HOST='nosuchhost.invalid': no such address"),
     (["100_seat.py"], {"PORT": "99999"}, "PORT='99999': expected a port number"),
     (["-m", "queuing_system.monitor"], {"REDIS_URL": "localhost"}, "REDIS_URL='localhost': no scheme"),
@@ -226,6 +253,7 @@ LONG_RUNNING = [["5_subscriber.py"], ["-m", "queuing_system.monitor"]]
         (redis.exceptions.AuthenticationError("invalid username-password pair"), True),
         (redis.exceptions.InvalidResponse('Protocol error, got "H" as reply type byte'), True),
         (redis.exceptions.ResponseError("DB index is out of range"), True),
+        (redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"), False),  # there, answering
         (redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
         (redis.exceptions.ResponseError("Error running script (call to f_0123): oops"), False),
         (ValueError("DB index is out of range"), False),
@@ -345,7 +373,8 @@ def test_a_redis_for_the_lessons_and_redis_cli_against_it() -> None:
         assert run_script("-m", ["queuing_system.redis_cli", "SET", "Holberton", "School"], env={"REDIS_URL": url})[
             :2
         ] == (0, ["OK"])
-        assert redis.Redis.from_url(url, decode_responses=True).get("Holberton") == "School"
+        with redis.Redis.from_url(url, decode_responses=True) as client:
+            assert client.get("Holberton") == "School"
         assert run_script("1_redis_op.py", env={"REDIS_URL": url})[1][1] == "School"
         server.signal(signal.SIGINT)
         assert server.wait(10) == 0

@@ -104,7 +104,7 @@ def test_a_claim_is_a_fair_share_and_given_back_in_order(rq_connection, worker) 
     # 7 queued, 2 workers: a share of 4, high first; the first is started, three stay claimed.
     assert reply.started is not None and reply.started.job_id == "7"
     assert rq_connection.lrange("queuing:claimed:w", 0, -1) == [b"1", b"2", b"3"]
-    assert GiveBack("w").run(rq_connection.execute_command) == 3
+    assert GiveBack("w").run(rq_connection.execute_command) == (3, [])
     assert queue.job_ids == ["1", "2", "3", "4", "5", "6"]  # back at the front, in order
 
 
@@ -116,12 +116,12 @@ def test_the_sweep_gives_a_dead_workers_claims_back_and_takes_its_job_in_hand(rq
     advance(rq_connection, worker, claim=3)  # job 1 in hand, 2 and 3 claimed
     rq_connection.set(f"rq:scheduler-lock:{QUEUE}", "w")
     recover = Recover([QUEUE])
-    assert recover.run(rq_connection.execute_command) == []  # alive: nothing to do
+    assert recover.run(rq_connection.execute_command) == ([], [])  # alive: nothing to do
     rq_connection.delete("rq:worker:w")  # its lease lapses
-    assert recover.run(rq_connection.execute_command) == [Recovered("w", "1:e1")]
+    assert recover.run(rq_connection.execute_command) == ([Recovered("w", "1:e1")], [])
     assert queue.job_ids == ["2", "3"]
     assert not rq_connection.exists(f"rq:scheduler-lock:{QUEUE}", "queuing:claimed:w", "queuing:running:w")
-    assert recover.run(rq_connection.execute_command) == []  # once only
+    assert recover.run(rq_connection.execute_command) == ([], [])  # once only
 
 
 def test_no_worker_no_step(rq_connection) -> None:

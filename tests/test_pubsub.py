@@ -62,7 +62,8 @@ def test_subscriber_survives_redis_going_away(own_redis) -> None:
         )
         own_redis.start()
         subscriber.wait_until(lambda: subscribers(own_redis.url) == 1, what="the new subscription")
-        redis.Redis.from_url(own_redis.url).publish(SCHOOL_CHANNEL, "KILL_SERVER")
+        with redis.Redis.from_url(own_redis.url) as client:
+            client.publish(SCHOOL_CHANNEL, "KILL_SERVER")
         assert subscriber.wait() == 0
     failures = [x for x in subscriber.lines if x.startswith(not_connected)]
     assert subscriber.lines == [CONNECTED, *failures, CONNECTED, "KILL_SERVER"]

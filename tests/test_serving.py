@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from queuing_system import web
 from queuing_system.embedded import free_port
 from queuing_system.http_requests import request, request_raw
 from queuing_system.processes import ScriptProcess
@@ -313,20 +312,33 @@ def test_granian_answers_some_malformed_requests_itself_with_an_empty_body(redis
         assert answers[name][1] == "application/json", name
 
 
-def test_a_server_out_of_connections_says_it_is_busy(redis_url, monkeypatch) -> None:
-    monkeypatch.setenv("QUEUING_SERVER_THREADS", "1")
-    monkeypatch.setattr(web, "CONNECTION_WAIT", 0.2)
-    client = web.server_client()
-    held = [client.connection_pool.get_connection() for _ in range(5)]  # one thread + 4 spare, all taken
-    response = stock.create_app(client).test_client().get("/list_products/1")
-    assert (response.status_code, response.get_json(), response.headers["Retry-After"]) == (
-        503,
-        {"status": "Server busy, try again shortly"},
-        "1",
-    )
-    for connection in held:
-        client.connection_pool.release(connection)
-    assert stock.create_app(client).test_client().get("/list_products/1").get_json() == PRODUCT_1
+@pytest.mark.parametrize(
+    ("script", "path", "answer"),
+    [
+        ("9_stock.py", "/list_products/1", PRODUCT_1),
+        ("100_seat.py", "/available_seats", {"numberOfAvailableSeats": "50"}),
+    ],
+)
+def test_workers_started_while_redis_is_away_answer_503_then_serve(own_redis, script, path, answer) -> None:
+    """Like the development server: the banner once it answers, JSON 503s until Redis is there, then
+    the curriculum's answers (the main process created the counts meanwhile, the workers did not)."""
+    own_redis.kill()
+    server, port = started(script, "--workers", "2", env={"REDIS_URL": own_redis.url})
+    with server:
+        assert request(port, path) == (503, "application/json", {"status": "Redis unavailable, try again shortly"})
+        assert request(port, "/list_products" if script == "9_stock.py" else "/nowhere")[0] in (200, 404)
+        server.wait_for_line(f"Redis client not connected to the server: {refused(own_redis.port)}")
+        own_redis.start()
+        eventually(lambda: request(port, path)[0] == 200, timeout=15)
+        assert request(port, path) == (200, "application/json", answer)
+        assert server.stop() == 0
+    assert server.lines[0] == f"API available on localhost port {port}"
+    assert set(server.lines[1:]) == {f"Redis client not connected to the server: {refused(own_redis.port)}"}
+    assert server.stderr == ""
+
+
+def refused(port: int) -> str:
+    return f"Error 111 connecting to 127.0.0.1:{port}. Connection refused."
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Task 9: the stock API — bodies byte for byte, atomic reservations, bad input, Redis away."""
 
+import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,7 @@ from queuing_system.http_requests import request
 from queuing_system.processes import ScriptProcess
 from queuing_system.stock import Outcome, StockReservations
 from queuing_system.web import idempotent
-from tests.redis_faults import killing_connections, stalled
+from tests.redis_faults import killing_connections, refusing, stalled
 
 stock = import_module("9_stock")
 
@@ -344,3 +345,67 @@ def test_killed_connections_reserve_no_unit_for_nobody(own_redis) -> None:
         server.stop()
     assert held(r, 2) == (10, 10, 0)
     assert "Traceback" not in server.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "words", "said"),
+    [
+        ("oom", "out of memory", "OOM command not allowed when used memory > 'maxmemory'"),
+        ("busy", "busy running a script", "BUSY Redis is busy running a script"),
+        ("readonly", "read-only (a replica)", "READONLY You can't write against a read only replica"),
+    ],
+)
+def test_redis_refusing_writes_is_a_json_503_then_it_sells_again(own_redis, kind, words, said) -> None:
+    """Issue 21: an error reply is a fault to ride out: JSON 503 naming it, one line, 200 once it passes."""
+    port = free_port()
+    with ScriptProcess("9_stock.py", env={"REDIS_URL": own_redis.url, "PORT": str(port)}) as server:
+        server.wait_for_line(f"API available on localhost port {port}")
+        with refusing(own_redis.url, kind, closed_port=free_port()):
+            during = request(port, "/reserve_product/2")
+        after = request(port, "/reserve_product/2")
+        server.stop()
+    assert during == (503, "application/json", {"status": f"Redis refused the request: {words}, try again shortly"})
+    assert after == CONFIRMED_2
+    assert [line.startswith(f"Redis refused the request: {said}") for line in server.lines[1:]] == [True]
+    assert held(redis.Redis.from_url(own_redis.url, decode_responses=True), 2) == (1, 1, 0)
+    assert server.stderr == ""
+
+
+@pytest.mark.parametrize("script", ["9_stock.py", "100_seat.py"])
+def test_started_while_redis_is_read_only_it_serves_503_then_sells(own_redis, script) -> None:
+    port = free_port()
+    path = "/reserve_product/2" if script == "9_stock.py" else "/reserve_seat"
+    with ScriptProcess(script, env={"REDIS_URL": own_redis.url, "PORT": str(port)}) as server:
+        with refusing(own_redis.url, "readonly", closed_port=free_port()):
+            server.wait_for_line(f"API available on localhost port {port}")
+            assert request(port, path) == (
+                503,
+                "application/json",
+                {"status": "Redis refused the request: read-only (a replica), try again shortly"},
+            )
+        assert request(port, path)[0] == 200
+        server.stop()
+    assert server.lines[1] == f"API available on localhost port {port}"
+    assert len(server.lines) == 3  # at launch, then for the request
+    assert all(line.startswith("Redis refused the request: READONLY ") for line in server.lines[::2])
+    assert server.stderr == ""
+
+
+@pytest.mark.slow
+def test_a_worker_respawned_after_data_loss_does_not_sell_again(redis_url, r) -> None:
+    """With --workers, the main process creates the counts; a worker started after Redis lost them
+    (respawned, here) finds them missing like the others, and sells nothing."""
+    from tests.test_serving import children
+
+    port = free_port()
+    with ScriptProcess("9_stock.py", ["--workers", "2"], env={"PORT": str(port)}) as server:
+        server.wait_for_line(f"API available on localhost port {port}")
+        r.flushall()
+        workers = children(server.pid)
+        os.kill(workers.pop(), signal.SIGKILL)
+        server.wait_until(lambda: len(children(server.pid) - workers) == 1, what="a new worker")
+        answers = {request(port, "/reserve_product/1")[2]["status"] for _ in range(40)}
+        server.stop()
+    assert answers == {stock.STOCK_LOST}
+    assert r.keys("*") == []

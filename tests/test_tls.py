@@ -31,10 +31,16 @@ def openssl(*args: str, cwd: Path) -> None:
 
 def make_certificates(folder: Path) -> None:
     """ca.pem (a private CA), server.pem/.key for 127.0.0.1 and localhost, client.pem/.key; all signed by the CA."""
+    # The extensions Python 3.13's strict verification (VERIFY_X509_STRICT) asks of a CA and its certificates.
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Test CA", "-keyout",
-            "ca.key", "-out", "ca.pem", cwd=folder)  # fmt: skip
-    (folder / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    (folder / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+            "ca.key", "-out", "ca.pem", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)  # fmt: skip
+    leaf = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+    leaf += "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+    (folder / "server.ext").write_text(
+        leaf + "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
+    )
+    (folder / "client.ext").write_text(leaf + "extendedKeyUsage=clientAuth\n")
     for name in ("server", "client"):
         openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
                 "-out", f"{name}.csr", cwd=folder)  # fmt: skip
@@ -65,19 +71,26 @@ def start_tls_redis(folder: Path, client_certificates: str) -> tuple[subprocess.
         ssl_keyfile=str(folder / "client.key"), retry=None, socket_timeout=1,
     )  # fmt: skip
     deadline = time.monotonic() + 10
-    while True:
-        if process.poll() is not None:
-            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
-            if "tls" in output.lower():
-                pytest.skip(f"this redis-server has no TLS support ({find_redis_server()}): {output.strip()[-200:]}")
-            raise RuntimeError(f"redis-server with TLS did not start: {output[-500:]}")
-        try:
-            client.ping()
-            client.close()
-            return process, port
-        except redis.exceptions.ConnectionError:
-            assert time.monotonic() < deadline, "redis-server with TLS never answered"
-            time.sleep(0.05)
+    try:
+        while True:
+            if process.poll() is not None:
+                output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+                if "tls" in output.lower():
+                    pytest.skip(
+                        f"this redis-server has no TLS support ({find_redis_server()}): {output.strip()[-200:]}"
+                    )
+                raise RuntimeError(f"redis-server with TLS did not start: {output[-500:]}")
+            try:
+                client.ping()
+                return process, port
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    process.kill()
+                    process.wait()
+                    raise
+                time.sleep(0.05)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +121,11 @@ def test_url_of_keeps_every_tls_setting(tls_redis: TLSRedis) -> None:
     )
     client = redis.Redis.from_url(configured)
     twin = redis.Redis.from_url(url_of(client))
-    assert twin.ping() is True
+    try:
+        assert twin.ping() is True
+    finally:
+        client.close()
+        twin.close()
     kept = {
         key: twin.connection_pool.connection_kwargs.get(key) for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
     }
@@ -117,14 +134,14 @@ def test_url_of_keeps_every_tls_setting(tls_redis: TLSRedis) -> None:
         "ssl_certfile": f"{folder}/client.pem",
         "ssl_keyfile": f"{folder}/client.key",
     }
-    client.close()
-    twin.close()
 
 
 def test_url_of_keeps_the_verification_mode() -> None:
     """Verification off stays off, and a twin of a verifying client verifies (never trusts more)."""
     lax = redis.Redis.from_url("rediss://localhost:1/0?ssl_cert_reqs=none&ssl_check_hostname=false")
     assert url_of(lax) == "rediss://localhost:1/0?ssl_cert_reqs=none&ssl_check_hostname=false"
+    unset = redis.Redis(host="localhost", port=1, ssl=True, ssl_cert_reqs=None)  # None: verify nothing
+    assert url_of(unset) == "rediss://localhost:1/0?ssl_cert_reqs=none"
     strict = redis.Redis(host="localhost", port=1, ssl=True, ssl_cert_reqs=ssl.CERT_REQUIRED, ssl_ca_certs="/ca.pem")
     assert url_of(strict) == "rediss://localhost:1/0?ssl_cert_reqs=required&ssl_ca_certs=/ca.pem"
     with pytest.raises(ValueError, match="ssl_ca_data cannot be carried in a URL"):

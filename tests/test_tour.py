@@ -25,3 +25,11 @@ def test_tour_runs_one_task_and_rejects_unknown_ones() -> None:
     code, _, stderr = run_script("tour.py", ["3"])
     assert code == 2
     assert "unknown task 3" in stderr
+
+
+def test_tour_with_a_server_that_does_not_exist_says_so_in_one_line() -> None:
+    code, lines, stderr = run_script("tour.py", ["0"], env={"QUEUING_REDIS_SERVER": "/no/such/redis-server"})
+    assert (code, lines) == (2, [])
+    assert stderr == (
+        "QUEUING_REDIS_SERVER='/no/such/redis-server': no such program (a path, a command on PATH, or bundled)\n"
+    )

@@ -1,0 +1,147 @@
+"""Jobs and keys written into Redis by someone else: a job that cannot be used fails with its reason (or
+is skipped) and never takes good jobs with it; a key of the wrong type is named in one line, left
+alone, and the processor serves what it can and carries on once it is fixed. The Lua steps read and
+check before they write: an error half-way never leaves half a step behind."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import redis
+from rq.job import JobStatus
+
+from queuing_system.jobs import enqueue_many, job_queue
+from queuing_system.keys import QUEUE_7
+from queuing_system.processes import ScriptProcess
+from queuing_system.steps import GiveBack, Problem, Recover, Recovered
+from tests.job_helpers import FAST
+from tests.test_faults import Ends, assert_nothing_left_behind, jobs_file, sent_numbers
+from tests.test_processor import QUEUE, advance
+
+SENDING = re.compile(r"^Sending notification to \d+, with message: ")
+
+
+def plant(connection: redis.Redis, key: str, kind: str) -> None:
+    """Replace `key` by a value of type `kind`, as someone else might."""
+    connection.delete(key)
+    if kind == "string":
+        connection.set(key, "not what you think")
+    elif kind == "hash":
+        connection.hset(key, "field", "value")
+    else:
+        raise ValueError(kind)
+
+
+def test_two_bad_job_keys_in_a_claim_do_not_take_good_jobs_with_them(rq_connection) -> None:
+    """GIVE_BACK (and RECOVER, which shares it) reads and checks every claimed job before writing:
+    the good ones go back in order, once; the bad ones are dropped and named; the claim list is gone."""
+    rq_connection.hset("rq:worker:w", "state", "idle")
+    queue = job_queue(QUEUE, rq_connection)
+    ids = [job.id for job in enqueue_many(queue, "tests.jobs_for_tests.record", [{"n": n} for n in range(40)])]
+    advance(rq_connection, "w", claim=50, start=False)  # all 40 claimed, none started
+    for bad in ("7", "23"):
+        plant(rq_connection, f"rq:job:{bad}", "string")
+    given, problems = GiveBack("w").run(rq_connection.execute_command)
+    assert given == 38
+    assert problems == [Problem("rq:job:7", "string", "hash"), Problem("rq:job:23", "string", "hash")]
+    assert queue.job_ids == [job_id for job_id in ids if job_id not in ("7", "23")]
+    assert not rq_connection.exists("queuing:claimed:w")
+    assert GiveBack("w").run(rq_connection.execute_command) == (0, [])  # nothing left to push twice
+
+
+def test_the_sweep_keeps_claims_whose_queue_is_broken_and_gives_them_back_once_fixed(rq_connection) -> None:
+    rq_connection.hset("rq:worker:w", "state", "idle")
+    rq_connection.sadd("queuing:claimers", "w")
+    queue = job_queue(QUEUE, rq_connection)
+    enqueue_many(queue, "tests.jobs_for_tests.record", [{"n": n} for n in range(3)])
+    advance(rq_connection, "w", claim=3, start=False)
+    rq_connection.delete("rq:worker:w")  # it died
+    plant(rq_connection, f"rq:queue:{QUEUE}", "hash")
+    recover = Recover([QUEUE])
+    dead, problems = recover.run(rq_connection.execute_command)
+    assert (dead, problems) == ([Recovered("w", "")], [Problem(f"rq:queue:{QUEUE}", "hash", "list")])
+    assert rq_connection.lrange("queuing:claimed:w", 0, -1) == [b"1", b"2", b"3"]  # kept, not lost
+    assert rq_connection.sismember("queuing:claimers", "w")  # so the next sweep tries again
+    rq_connection.delete(f"rq:queue:{QUEUE}")  # fixed
+    assert recover.run(rq_connection.execute_command) == ([Recovered("w", "")], [])
+    assert queue.job_ids == ["1", "2", "3"]
+    assert not rq_connection.exists("queuing:claimed:w") and not rq_connection.smembers("queuing:claimers")
+
+
+def test_a_bad_job_key_in_the_claim_is_skipped_and_the_next_job_starts(rq_connection) -> None:
+    rq_connection.hset("rq:worker:w", "state", "idle")
+    enqueue_many(job_queue(QUEUE, rq_connection), "tests.jobs_for_tests.record", [{"n": n} for n in range(3)])
+    plant(rq_connection, "rq:job:1", "hash")  # a hash, but no job: no origin
+    plant(rq_connection, "rq:job:2", "string")
+    reply = advance(rq_connection, "w", claim=3)
+    assert reply.started is not None and reply.started.job_id == "3"
+    assert reply.problems == [Problem("rq:job:2", "string", "hash")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("timeout", ["1.5", "1e400", "99999999999999999999", "-7"])
+def test_a_job_with_an_absurd_timeout_fails_with_its_reason_and_good_jobs_run(
+    redis_url, rq_connection, tmp_path, timeout
+) -> None:
+    count = 6
+    with ScriptProcess("7_job_creator.py", ["--jobs-file", str(jobs_file(tmp_path, count))], env=FAST) as creator:
+        creator.wait_for_line(f"Notification job created: {count}")
+        rq_connection.hset("rq:job:3", "timeout", timeout)
+        with ScriptProcess("7_job_processor.py", env=FAST) as processor:
+            assert creator.wait(60) == 0
+            assert processor.stop() == 0
+    ends = Ends(creator).by_job()
+    reason = f"its timeout {timeout!r} is not a whole number of seconds from -1 to 1000000000"
+    assert ends.pop("3") == [f"failed: Job data cannot be read: {reason}"]
+    assert ends == {str(n): ["completed"] for n in (1, 2, 4, 5, 6)}
+    assert rq_connection.hget("rq:job:3", "status") == JobStatus.FAILED.value.encode()  # (RQ cannot read it)
+    assert sorted(sent_numbers([processor])) == [f"{n:010d}" for n in (1, 2, 4, 5, 6)]  # the bad one never ran
+    assert processor.stderr == creator.stderr == ""
+    assert_nothing_left_behind(rq_connection)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "key, kind",
+    [
+        (f"rq:queue:{QUEUE_7}", "string"),
+        (f"rq:queue:{QUEUE_7}:high", "hash"),
+        ("queuing:claimers", "string"),
+        (f"rq:workers:{QUEUE_7}", "string"),
+    ],
+    ids=["queue", "high sibling", "claimers", "workers of the queue"],
+)
+def test_a_key_of_the_wrong_type_is_named_and_ridden_out(redis_url, rq_connection, tmp_path, key, kind) -> None:
+    plant(rq_connection, key, kind)
+    named = f"Redis key {key} holds a {kind}, not a "
+    main_queue = key == f"rq:queue:{QUEUE_7}"
+    with ScriptProcess("7_job_processor.py", env=FAST) as processor:
+        processor.wait_until(lambda: any(line.startswith(named) for line in processor.lines), what="the key named")
+        if main_queue:
+            rq_connection.delete(key)  # no job can be created there until it is fixed
+        first = tmp_path / "first.json"
+        first.write_text(json.dumps([{"phoneNumber": f"{n:010d}", "message": "m"} for n in range(1, 6)]))
+        with ScriptProcess("7_job_creator.py", ["--jobs-file", str(first)], env=FAST) as creator:
+            assert creator.wait(60) == 0  # served while the key is wrong (or once the queue is fixed)
+        rq_connection.delete(key)  # fixed
+        second = tmp_path / "second.json"
+        second.write_text(json.dumps([{"phoneNumber": f"{n:010d}", "message": "m"} for n in range(6, 11)]))
+        with ScriptProcess("7_job_creator.py", ["--jobs-file", str(second)], env=FAST) as again:
+            assert again.wait(60) == 0
+        assert processor.returncode is None
+        assert processor.stop() == 0
+    assert Ends(creator).by_job() == {str(n): ["completed"] for n in range(1, 6)}
+    assert Ends(again).by_job() == {str(n): ["completed"] for n in range(6, 11)}
+    assert sorted(sent_numbers([processor]).values()) == [1] * 10
+    said = [line for line in processor.lines if line.startswith(named)]
+    assert 1 <= len(said) <= 2  # the key and what is wrong, once per worker process
+    # Nothing else, but Redis's own words when the key was fixed between a refusal and the look at it.
+    others = [line for line in processor.lines if not SENDING.match(line) and not line.startswith(named)]
+    assert all(
+        line == "Redis refused a command: WRONGTYPE Operation against a key holding the wrong kind of value"
+        for line in others
+    )
+    assert processor.stderr == ""
+    assert_nothing_left_behind(rq_connection)
