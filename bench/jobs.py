@@ -29,6 +29,7 @@ import redis
 
 from bench.common import bench_redis, node_packages
 from queuing_system.processes import ROOT
+from queuing_system.settings import connect
 
 KUE_DIR = Path(__file__).with_name("kue")
 QUEUE = "push_notification_code_2"
@@ -54,7 +55,7 @@ class Implementation:
         self.waits_with, self.waiters = waits_with, waiters
 
     def run(self, url: str, port: int, jobs: int, one_at_a_time: bool = False, enqueue_only: bool = False) -> dict:
-        connection = redis.Redis.from_url(url)
+        connection = connect(url, decode_responses=False)  # a plain Redis or a Sentinel group's primary
         connection.flushdb()
         env = {
             **os.environ,
@@ -130,7 +131,7 @@ def main() -> None:
         kue = None if args.no_kue else stack.enter_context(node_packages(["kue@0.11.6"], KUE_DIR))
         sides = implementations(kue)
         url = stack.enter_context(bench_redis())
-        port = redis.Redis.from_url(url).connection_pool.connection_kwargs["port"]
+        port = redis.Redis.from_url(url).connection_pool.connection_kwargs["port"] if kue else 0  # Kue's
         at_scale = [name for name in ("Kue", "ours") if name in sides]
         print(f"Task 7 at scale: {args.jobs} jobs, the creator hears every end, two at a time")
         print(f"{'round':<7}{'side':<12}{'enqueue/s':>11}{'end-to-end jobs/s':>19}{'p50 ms':>9}{'p99 ms':>9}")

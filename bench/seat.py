@@ -12,7 +12,6 @@ import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import redis
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.serializers import JSONSerializer
@@ -23,6 +22,7 @@ from queuing_system.http_requests import request, wait_until_serving
 from queuing_system.jobs import queue_connection
 from queuing_system.keys import SEAT_QUEUE
 from queuing_system.processes import ScriptProcess
+from queuing_system.settings import connect
 
 SEATS = 10**9  # enough that none runs out: we measure the pipeline, not the sell-out
 
@@ -37,7 +37,7 @@ def run(name: str, count: int, clients: int) -> dict[str, float]:
     with bench_redis() as url:
         port = free_port()
         script, args = server_command(name, port)
-        text = redis.Redis.from_url(url, decode_responses=True)
+        text = connect(url)  # a plain Redis or a Sentinel group's primary
         with ScriptProcess(script, args, env={"REDIS_URL": url, "PORT": str(port)}) as server:
             wait_until_serving(port, "/available_seats")
             text.set("available_seats", SEATS)

@@ -28,6 +28,7 @@ from bench.http_load import Load, load
 from queuing_system.embedded import free_port
 from queuing_system.http_requests import wait_until_serving
 from queuing_system.processes import ROOT, ScriptProcess
+from queuing_system.settings import connect
 
 EXPRESS_DIR = Path(__file__).with_name("express")
 LIST_ROUTES = ("/list_products", "/list_products/1")
@@ -62,7 +63,7 @@ def ours(url: str, port: int, workers: int | None):
 
 
 def measure(name: str, serving, url: str, routes, seconds: int) -> dict[str, Load]:
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = connect(url)  # a plain Redis or a Sentinel group's primary
     client.flushdb()
     client.set("item.2", -(10**12))  # item 2: stock that cannot run out during the run
     port = free_port()
