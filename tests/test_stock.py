@@ -273,7 +273,8 @@ def test_steps_on_a_redis_that_lost_the_stock(r) -> None:
 
 def test_a_reservation_whose_confirmation_was_given_back_answers_try_again(r, monkeypatch) -> None:
     app = stock.create_app(r)
-    monkeypatch.setattr(StockReservations, "confirm", lambda self, item_id, reservation: Outcome.RELEASED)
+    # (A confirmation given back: with replicas to wait for, the second step found it released.)
+    monkeypatch.setattr(StockReservations, "reserve_one", lambda self, item_id, stock: Outcome.RELEASED)
     response = app.test_client().get("/reserve_product/4")
     answer = '{"status":"Reservation not confirmed, try again","itemId":4}'
     assert (response.status_code, body(response), response.headers["Retry-After"]) == (503, answer, "1")
