@@ -1,6 +1,6 @@
 # Two commands on a fresh machine (only Python >= 3.10 and make needed):
 #   make demo   - the tour: every task, on its own embedded Redis
-#   make test   - lint and the whole test suite (fault injection included)
+#   make test   - lint, format and type checks, and the whole test suite (fault injection included) with coverage
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -19,9 +19,11 @@ $(STAMP): requirements.txt
 demo: $(STAMP)
 	@$(PY) tour.py $(TASK)
 
-test: $(STAMP)
+test: $(STAMP)  # lint, format, types, then the whole suite with branch coverage (fail_under: pyproject.toml)
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(PY) -m pytest --cov --cov-report=term:skip-covered
 
 quick: $(STAMP)  # everything but the slow fault-injection tests
 	$(PY) -m pytest -m "not slow"

@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--faults", type=int, default=1, help="times each fault is caused (default 1)")
+    parser.add_argument("--only", help="only this fault (e.g. FAILOVER)")
     args = parser.parse_args()
     os.environ.pop("QUEUING_CONFIRM_REPLICAS", None)
     with EmbeddedRedis() as plain, SentinelGroup() as group:
@@ -154,6 +155,8 @@ def main() -> None:
             print(f"  {name:36} {one:8.0f}   {many:8.0f}")
         print("\nfault (s from the fault)        announced  followed(after)  confirmed again  acknowledged  lost")
         for fault in ("SENTINEL FAILOVER", "SIGKILL, restarted", "SIGSTOP 5 s"):
+            if args.only and args.only not in fault:
+                continue
             runs = [fault_run(group, fault) for _ in range(args.faults)]
 
             def median(key: str, runs: list[dict[str, float]] = runs) -> float:

@@ -53,8 +53,8 @@ def _shown_instances(urls: str | Iterable[str]) -> list[str]:
 def create_app(url: str | None = None, served: Iterable[str] = ()) -> Flask:
     """rq-dashboard's app, set up for the lessons (see the module docstring). Host names other than
     `localhost` (and addresses) are served only if in `served`."""
-    from rq_dashboard import web as dashboard  # type: ignore[import-untyped]
-    from rq_dashboard.cli import make_flask_app  # type: ignore[import-untyped]
+    from rq_dashboard import web as dashboard
+    from rq_dashboard.cli import make_flask_app
 
     read_with_care(dashboard)
     # Every lesson queue and its priority siblings, listed from the start: a learner sees where jobs will go.

@@ -65,12 +65,34 @@ def unreadable_job(job: Job, error: Exception) -> dict[str, Any]:
 
 
 class JSONWorker(Worker):
-    """RQ's Worker, read with the JSON serializer (to show the job each one runs)."""
+    """RQ's Worker, read with the JSON serializer (to show the job each one runs), and read only: RQ's
+    `find_by_key` removes a vanished worker from RQ's set of workers, and fails on a member that names
+    no worker (written by someone else); here both are left out of the list, and left as they are."""
 
     @classmethod
-    def all(cls, *args: Any, **kwargs: Any) -> list[Any]:
-        kwargs.setdefault("serializer", JSONSerializer)
-        return super().all(*args, **kwargs)
+    def all(
+        cls,
+        connection: Redis | None = None,
+        job_class: type[Job] | None = None,
+        queue_class: type[Queue] | None = None,
+        queue: Queue | None = None,
+        serializer: Any = None,
+    ) -> list[Any]:
+        if queue is not None or connection is None:  # not how rq-dashboard asks: RQ's own way
+            return super().all(connection, job_class, queue_class, queue, serializer or JSONSerializer)
+        members = connection.smembers(cls.redis_workers_keys)
+        keys = sorted(key.decode(errors="replace") if isinstance(key, bytes) else str(key) for key in members)
+        workers = (cls._read(key, connection, job_class, queue_class, serializer or JSONSerializer) for key in keys)
+        return [worker for worker in workers if worker is not None]
+
+    @classmethod
+    def _read(cls, key: str, connection: Redis, job_class: Any, queue_class: Any, serializer: Any) -> Any:
+        if not key.startswith(cls.redis_worker_namespace_prefix) or not connection.exists(key):
+            return None
+        try:
+            return cls.find_by_key(key, connection, job_class, queue_class, serializer)
+        except UNREADABLE:
+            return None
 
 
 class ReadOnlyQueue(Queue):

@@ -27,7 +27,7 @@ import socket
 from collections.abc import Iterable
 
 from flask import Flask, Response, request
-from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf  # type: ignore[import-untyped]
+from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 
 STALE_PAGE = "Refused: this page has no valid token (the dashboard restarted?). Reload the page and try again."
 

@@ -125,7 +125,7 @@ def on_failure(job: Job, connection: redis.Redis, exc_type: type, exc_value: Bas
     Kue's `failed attempt` while attempts remain, then `failed`."""
     message = failure_message(exc_type, exc_value)
     job.meta["error"] = message  # for a creator that reconnects and missed the event
-    job.save_meta()  # type: ignore[no-untyped-call]
+    job.save_meta()
     publish_event(connection, job, failed_event(job), message)
 
 
@@ -177,7 +177,7 @@ class JobEvents:
 
     def _subscribe(self, timeout: float = 10.0) -> redis.client.PubSub:
         """Subscribe and wait for Redis to confirm it: from then on no event can be missed."""
-        pubsub: redis.client.PubSub = self._connection.pubsub()  # type: ignore[no-untyped-call]
+        pubsub: redis.client.PubSub = self._connection.pubsub()
         pubsub.subscribe(JOB_EVENTS_CHANNEL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

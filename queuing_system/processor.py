@@ -9,6 +9,9 @@ Read it top to bottom; the loop is `Processor.work()`. Where each part lives:
     rq_records.py         ends RQ records itself (failures, retries, dependents), through the held RQ worker
     recovery.py           the sweep for dead workers' claims and jobs; RQ's scheduler and registry upkeep
     steward.py            the thread beside the loop (lease, slow jobs, stop) and the state they share
+    idle.py               waiting for work quietly: one waiter per processor, on all its queues at once
+    bad_data.py           jobs and keys someone else wrote that cannot be used (named, failed, left alone)
+    reconnect.py          riding out Redis away or refusing: one line per attempt, capped backoff
     ordered_connection.py the loop's one connection, used strictly in order
 
 1. Claim.   Jobs move from their queue into this worker's claim list
@@ -16,8 +19,9 @@ Read it top to bottom; the loop is `Processor.work()`. Where each part lives:
             client's hands: a processor killed at any instant cannot lose a job.
             The claim is the worker's fair share of the backlog (at most
             `claim_max`), so a short queue is still shared between workers.
-            An idle worker blocks on its main queue with BLMOVE, which moves
-            the job straight into its claim list.
+            Idle, one worker of the processor blocks on all its queues with
+            BLMOVE, which moves a job straight into its claim list, and rings
+            for the others (idle.py).
 2. Run.     The next claimed job is started (RQ's execution, started registry,
             job status) in the same Lua step that settles the previous one:
             one round trip per job. Only functions the processor offers run;
@@ -31,8 +35,8 @@ Read it top to bottom; the loop is `Processor.work()`. Where each part lives:
             once RQ has stored the failure.
 4. Recover. A worker is alive while its RQ worker key exists; every step re-arms
             its expiry (the lease) and a steward thread re-arms it during long
-            jobs. When a worker dies, its key expires; the next maintenance
-            sweep of any worker gives its claims back to the front of their
+            jobs (and while idle). When a worker dies, its key expires; the next
+            recovery sweep of any worker gives its claims back to the front of their
             queues (they were never started: they do not fail) and fails or
             retries the one job it was running, through RQ. So a job can only
             run twice if its processor died while running it (at-least-once).
@@ -66,6 +70,7 @@ import copy
 import dataclasses
 import logging
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -81,7 +86,8 @@ from rq.timeouts import TimerDeathPenalty, UnixSignalDeathPenalty
 from rq.worker import BaseWorker
 
 from queuing_system import keys
-from queuing_system.bad_data import BadKeys, bad_seconds_field, wrong_types
+from queuing_system.bad_data import BadKeys, bad_seconds_field
+from queuing_system.idle import IdleTurns, IdleWait, QueueWatch
 from queuing_system.job_run import EVENT_CALLBACKS, JobRun, Offer, OfferedJob, now
 from queuing_system.jobs import queues_by_priority
 from queuing_system.keys import JOB_EVENTS_CHANNEL
@@ -101,9 +107,9 @@ log = logging.getLogger("rq.worker")
 
 @dataclass(frozen=True)
 class ProcessorSettings:
-    # Seconds an idle worker blocks on its queue before looking around (maintenance, the scheduler,
-    # jobs on the priority siblings, a stop request).
-    idle_wait: int = field(default_factory=lambda: env_int("QUEUING_DEQUEUE_TIMEOUT", 1, 1, 60))
+    # Seconds an idle processor's waiter blocks on its queues at a time (it wakes at once for a job on
+    # any of them, or a stop): longer is quieter on Redis (the steward keeps the lease meanwhile).
+    idle_wait: int = field(default_factory=lambda: env_int("QUEUING_DEQUEUE_TIMEOUT", 30, 1, 60))
     # Seconds between sweeps for the claims and jobs of dead workers.
     maintenance_interval: int = field(default_factory=lambda: env_int("QUEUING_MAINTENANCE_INTERVAL", 5, 1, 600))
     # Seconds a worker that stops touching Redis is still presumed alive.
@@ -137,6 +143,7 @@ class Processor:
         settings: ProcessorSettings | None = None,
         in_thread: bool = False,
         watch_parent: bool = False,
+        turns: IdleTurns | None = None,
     ) -> None:
         self.settings = settings or ProcessorSettings()
         self.in_thread = in_thread
@@ -157,6 +164,8 @@ class Processor:
         self.replicated = Confirmation.of(connection)  # with a Sentinel group: ends heard only once replicated
         self.records = RqRecords(self.rq_worker, self.line, self.offer, self.settings.lease)
         self.bad_keys = BadKeys()
+        # Idle, one worker of the processor waits on Redis for all (`turns`, shared by its processes).
+
         # RQ's scheduler, driven from our loop (no subprocess); named after us, so a sweep can free
         # the locks of a dead worker's scheduler.
         scheduler = RQScheduler(
@@ -169,7 +178,14 @@ class Processor:
         self.upkeep = Upkeep(self.records, scheduler, self.settings.maintenance_interval, self.bad_keys)
         self._pristine_job = OfferedJob(connection=connection, serializer=JSONSerializer)
         self._registered = False
+        self._look_again = False  # a step left claims we must look at before going idle
         self.state = LoopState()
+        queue_keys = [RQ.queue(name) for name in self.rq_worker.queue_names()]
+        watch = QueueWatch(connection, queue_keys, keys.claimed_key(self.name))
+        # Idle, one worker of the processor waits on Redis for all (`turns`, shared by its processes).
+        self.idle = IdleWait(
+            turns or IdleTurns(), watch, self.upkeep, self.bad_keys, self.state, self.settings.idle_wait
+        )
         self.runner = JobRunner(
             self.offer,
             self.line,
@@ -210,11 +226,12 @@ class Processor:
                     pending, next_job = self._advance(pending)
                     reconnection.succeeded()
                     if next_job is None:
-                        if pending is not None:
-                            continue  # its settling needs another step (see _advance)
+                        if pending is not None or self._look_again:
+                            self._look_again = False
+                            continue  # its settling needs another step, or our claims another look
                         if self.state.stopping or burst:
                             break
-                        self._wait_for_jobs()
+                        self.idle.until_work()
                         continue
                     worked = True
                     pending = self.runner.run(next_job)
@@ -241,6 +258,7 @@ class Processor:
             self.upkeep.leave()
             self.rq_worker.register_death()
         self.line.reset()
+        self.idle.close()
         self.upkeep.close()
 
     def register(self) -> None:
@@ -271,7 +289,7 @@ class Processor:
         if reply.settled is Settled.NO_WORKER:
             # Our key expired: register again. If no sweep has taken our claims and job in hand yet,
             # they are still ours and the next step settles them.
-            self._registered = False
+            self._registered, self._look_again = False, True
             return run, None
         if run is not None and reply.settled is Settled.RQ:
             self.records.record_success(run)
@@ -296,6 +314,7 @@ class Processor:
             reason = f"{type(error).__name__}: {error}"
         if reason is not None:
             self.records.fail_unreadable(job.id, started.execution_id, reason)
+            self._look_again = True  # the rest of our claims
             return None, None
         job.started_at = job.started_at or moment
         return None, JobRun(job=job, execution_id=started.execution_id, started_at=job.started_at)
@@ -316,18 +335,6 @@ class Processor:
         if run.announce is not None:
             run.announce()
 
-    def _wait_for_jobs(self) -> None:
-        """Block until a job lands on the main queue (moved straight into our claims), or idle_wait passes."""
-        queue, claimed = RQ.queue(self.base_queue), keys.claimed_key(self.name)
-        try:
-            self.line.call("BLMOVE", queue, claimed, "LEFT", "RIGHT", self.settings.idle_wait)
-        except ResponseError:
-            problems = wrong_types(self.connection, {queue: "list", claimed: "list"})
-            if not problems:
-                raise
-            self.bad_keys.report(problems)  # the main queue (or our claims) has the wrong type: look again later
-            self.state.stop_event.wait(self.settings.idle_wait)
-
     # -- stopping --------------------------------------------------------------------------------
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -339,7 +346,9 @@ class Processor:
             if self.state.in_job and not self.in_thread:
                 raise ProcessorStoppedError("Processor stopped before the job finished")
             return
-        self.request_stop_from_thread()
+        # Not here: this handler may have interrupted this very thread inside a wait on the stop event
+        # (or inside the lock of a wait), and setting it here would deadlock.
+        threading.Thread(target=self.request_stop_from_thread, name="stop", daemon=True).start()
 
     def request_stop_from_thread(self) -> None:
         """A warm stop, safe from any thread: the job in hand is finished, the rest given back."""

@@ -358,11 +358,3 @@ end
 return {recovered, problems}
 """
 )
-
-# Re-arm a worker's lease if its key still exists (the steward, during a long job).
-# KEYS[1] the worker's RQ key   ARGV[1] lease, seconds
-# Returns 1, or 0 when the key is gone.
-KEEP_ALIVE = """
-local worker_key, lease = KEYS[1], ARGV[1]
-return redis.call('EXPIRE', worker_key, lease)
-"""

@@ -31,17 +31,21 @@ log = logging.getLogger("rq.worker")
 def recover(records: RqRecords, bad_keys: BadKeys) -> None:
     """Give back the claims of dead workers, and end the jobs they were running, through RQ.
 
-    Also ends jobs RQ's started registry has given up on (a worker that died
-    while running one and was never swept — e.g. not one of ours). RQ's own
-    sweep would announce such a job before storing its failure; this stores first.
+    (`end_expired_runs` ends the jobs of workers that were never our claimers.)
     """
-    queue_names = records.rq_worker.queue_names()
-    found_dead, problems = Recover(queue_names).run(records.line.call)
+    found_dead, problems = Recover(records.rq_worker.queue_names()).run(records.line.call)
     bad_keys.report(problems)
     for dead in found_dead:
         log.warning("Worker %s: recovered the claims of dead worker %s", records.name, dead.worker)
         if dead.running:
             end_abandoned(records, dead.running)
+
+
+def end_expired_runs(records: RqRecords) -> None:
+    """End the jobs RQ's started registry has given up on (a worker that died while running one and
+    was never swept — e.g. not one of ours). RQ's own sweep would announce such a job before storing
+    its failure; this stores first."""
+    queue_names = records.rq_worker.queue_names()
     deadline = time.time()
     for name in queue_names:
         refs = cast("list[bytes]", records.connection.zrangebyscore(RQ.wip(name), 0, deadline))
@@ -101,36 +105,107 @@ def clean_registries(queue: Queue) -> None:
 
 
 class Upkeep:
-    """What a worker does between jobs when due: RQ's scheduler every second (when it holds the
-    locks), and every `interval` seconds the recovery sweep and RQ's registry sweeps."""
+    """What a worker does between jobs, when due.
+
+    Busy: scheduled jobs that are due are enqueued every second by the worker holding RQ's scheduler
+    locks (re-armed every `HEARTBEAT` seconds; RQ makes them last 61; a dead holder's are freed by the
+    recovery sweep); the recovery sweep and RQ's registry sweeps run every `interval` seconds.
+
+    Idle (see idle.py), only the waiter looks after the others, at a pace that keeps Redis quiet: it
+    looks for scheduled jobs every `IDLE_SCHEDULING` intervals (and wakes when the next one is due),
+    holding the scheduler locks only while there are some; the recovery sweep runs every
+    `IDLE_RECOVERY` intervals, half a beat apart; RQ's registries, and runs RQ gave up on, every
+    `IDLE_REGISTRIES` intervals (RQ's own workers: every 10 minutes). Other idle workers hand their
+    scheduler locks back and say nothing.
+    """
+
+    IDLE_SCHEDULING, IDLE_RECOVERY, IDLE_REGISTRIES = 6, 4, 60
+    HEARTBEAT = 30.0
 
     def __init__(self, records: RqRecords, scheduler: RQScheduler, interval: float, bad_keys: BadKeys) -> None:
         self.records, self.scheduler, self.interval, self.bad_keys = records, scheduler, interval, bad_keys
-        self._last_maintenance = 0.0
-        self._last_scheduling = 0.0
+        self._next_scheduling = self._next_recovery = self._next_registries = self._next_heartbeat = 0.0
+        self._idle = False
+        self._queue_keys = {RQ.queue(q.name): "list" for q in records.rq_worker.queues}
 
-    def when_due(self) -> None:
+    def when_due(self, *, idle: bool = False, sweep: bool = True) -> None:
+        """Do what is due; `idle`: at the idle pace; `sweep`: this worker looks after the others."""
         moment = time.monotonic()
-        queues = self.records.rq_worker.queues
-        if moment - self._last_scheduling >= 1.0:
-            self._last_scheduling = moment
+        if idle != self._idle:
+            self._pace(moment, idle)
+        if idle and not sweep:
             if self.scheduler.acquired_locks:
-                self._surviving(self._schedule, {RQ.queue(q.name): "list" for q in queues})
-        if moment - self._last_maintenance < self.interval:
+                self._surviving(self.scheduler.release_locks, {})
             return
-        self._last_maintenance = moment
-        self._surviving(lambda: recover(self.records, self.bad_keys), {keys.CLAIMERS: "set"})
-        for queue in queues:
-            self._surviving(functools.partial(self._sweep, queue), _registry_types(queue.name))
-        self._surviving(self.records.rq_worker.clean_group_registries, {})
+        self._scheduling(moment)
+        if moment >= self._next_recovery:
+            self._next_recovery = moment + self.interval * (self.IDLE_RECOVERY if idle else 1)
+            self._surviving(lambda: recover(self.records, self.bad_keys), {keys.CLAIMERS: "set"})
+            if not idle and not self.scheduler.acquired_locks:  # a scheduler that died leaves its locks to lapse
+                self._surviving(self._acquire_scheduling, {})
+        if moment >= self._next_registries:
+            self._next_registries = moment + self.interval * (self.IDLE_REGISTRIES if idle else 1)
+            queues = self.records.rq_worker.queues
+            for queue in queues:
+                self._surviving(functools.partial(self._sweep, queue), _registry_types(queue.name))
+            self._surviving(lambda: end_expired_runs(self.records), {RQ.wip(q.name): "zset" for q in queues})
+            self._surviving(self.records.rq_worker.clean_group_registries, {})
 
-    def _schedule(self) -> None:
-        self.scheduler.heartbeat()
-        self.scheduler.enqueue_scheduled_jobs()
+    def _pace(self, moment: float, idle: bool) -> None:
+        """Going idle: scheduled jobs are looked at now, the recovery sweep half a beat later, the
+        registries a full idle beat after their last sweep. Going busy: the busy pace, from now."""
+        self._idle = idle
+        if idle:
+            self._next_scheduling = moment
+            self._next_recovery = moment + self.interval * self.IDLE_RECOVERY / 2
+            self._next_registries = max(self._next_registries, moment + self.interval * self.IDLE_REGISTRIES)
+        else:
+            self._next_scheduling = min(self._next_scheduling, moment)
+            self._next_recovery = min(self._next_recovery, moment + self.interval)
+            self._next_registries = min(self._next_registries, moment + self.interval)
+
+    def _scheduling(self, moment: float) -> None:
+        locks = self.scheduler.acquired_locks
+        if locks and moment >= self._next_heartbeat:
+            self._next_heartbeat = moment + self.HEARTBEAT
+            self._surviving(self.scheduler.heartbeat, {})
+        if moment < self._next_scheduling:
+            return
+        if not self._idle:
+            self._next_scheduling = moment + 1.0
+            if locks:
+                self._surviving(self.scheduler.enqueue_scheduled_jobs, self._queue_keys)
+            return
+        self._next_scheduling = moment + self.interval * self.IDLE_SCHEDULING
+        due = self._next_due()
+        if due is None:
+            if locks:  # nothing to schedule: no locks to keep alive
+                self._surviving(self.scheduler.release_locks, {})
+            return
+        if not locks:
+            self._surviving(self._acquire_scheduling, {})
+            self._next_heartbeat = moment + self.HEARTBEAT
+        if due <= time.time():
+            if self.scheduler.acquired_locks:
+                self._surviving(self.scheduler.enqueue_scheduled_jobs, self._queue_keys)
+            self._next_scheduling = moment + 1.0  # more may be due
+        else:
+            self._next_scheduling = min(self._next_scheduling, moment + due - time.time())
+
+    def _next_due(self) -> float | None:
+        """When the earliest scheduled job of our queues is due (unix seconds), if any."""
+        with self.records.connection.pipeline(transaction=False) as pipeline:
+            for name in self.records.rq_worker.queue_names():
+                pipeline.zrange(RQ.scheduled(name), 0, 0, withscores=True)
+            firsts = pipeline.execute()
+        scores = [float(score) for first in firsts for _, score in first]
+        return min(scores) if scores else None
+
+    def _acquire_scheduling(self) -> None:
+        if self.scheduler.acquire_locks():
+            self.scheduler.register_birth()
 
     def _sweep(self, queue: Queue) -> None:
-        if not self.scheduler.acquired_locks and self.scheduler.acquire_locks():
-            self.scheduler.register_birth()
         if queue.acquire_maintenance_lock():
             try:
                 clean_registries(queue)

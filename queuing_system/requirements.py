@@ -39,3 +39,11 @@ _absent = missing()
 if _absent:
     sys.stderr.write(how_to_set_up(_absent) + os.linesep)
     sys.exit(2)
+
+# RQ checks RQ_KEY_PREFIX when it is first imported, with a ValueError: a bad setting, said in one
+# line (exit 2, like every setting) before anything imports RQ, by RQ's own rule.
+try:
+    import rq.defaults  # noqa: F401
+except ValueError as error:
+    sys.stderr.write(f"{error}{os.linesep}")
+    sys.exit(2)

@@ -39,16 +39,23 @@ def _server_options(address: SentinelAddress) -> dict[str, Any]:
 
 
 class GroupSentinel(redis.sentinel.Sentinel):
-    """redis-py's Sentinel, not taking the word of a sentinel in the middle of a failover.
+    """redis-py's Sentinel, asking every sentinel and believing the newest configuration.
 
-    The sentinel leading a failover goes on naming the old primary in SENTINEL MASTERS until the
-    failover is over (~5 s after the promotion, measured), while the others already name the new
-    one; redis-py asks first whichever sentinel answered last time, often the leader. So a
-    sentinel with `failover_in_progress` is asked last (its answer is taken only if none other has one).
+    redis-py takes the first sentinel's word. During a failover the sentinels disagree for a while:
+    the leader goes on naming the old primary (flagged `failover_in_progress`) until the failover is
+    over (~1-5 s after the promotion, measured), and a sentinel the news has not reached yet names
+    it too, while the others name the new one under a higher `config-epoch`. A connection opened on
+    a stale answer would write to the old primary, whose remaining replica can still confirm (WAIT)
+    what the failover then throws away. So: every sentinel is asked; answers from a sentinel mid-
+    failover count only if no other answers; the highest epoch wins; and once an epoch has been seen,
+    an older one is never followed again (sentinels that only know the past mean: no primary now).
     """
 
+    _newest_epoch = -1
+
     def discover_master(self, service_name: str) -> tuple[str, int]:
-        mid_failover: tuple[str, int] | None = None
+        settled: list[tuple[int, tuple[str, int]]] = []
+        busy: list[tuple[int, tuple[str, int]]] = []
         for sentinel in self.sentinels:
             try:
                 masters = sentinel.sentinel_masters()
@@ -57,13 +64,16 @@ class GroupSentinel(redis.sentinel.Sentinel):
             state = masters.get(service_name) if isinstance(masters, dict) else None
             if not state or not self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
                 continue
-            address = (str(state["ip"]), int(state["port"]))
-            if not _failing_over(state):
-                return address
-            mid_failover = mid_failover or address
-        if mid_failover is None:
+            answer = (int(state.get("config-epoch", 0)), (str(state["ip"]), int(state["port"])))
+            (busy if _failing_over(state) else settled).append(answer)
+        answers = settled or busy
+        if not answers:
             raise no_primary(service_name)
-        return mid_failover
+        epoch, address = max(answers, key=lambda answer: answer[0])
+        if epoch < self._newest_epoch:
+            raise no_primary(service_name)
+        self._newest_epoch = epoch
+        return address
 
 
 class GroupLink:
@@ -101,10 +111,13 @@ class ReplicaCount:
     and resynced (10-15 s measured: Sentinel leaves a server reporting the wrong role alone for
     ~8 s). So when a sentinel that is not in the middle of a failover names as primary the very
     server this client writes to, that server is the primary and its replicas are known: count
-    only those Sentinel sees up, replicating (role slave) with their link up; a dead or demoted
-    old primary is not waited for. In every other case (the sentinels name another server, one
-    is mid-failover, none answers), count every known replica. Never fewer than one: an
-    acknowledged write is always on two servers (so with every replica down, nothing is confirmed).
+    those Sentinel sees up, replicating (role slave) with their link up, but never fewer than the
+    primary itself reports online (Sentinel's view of a replica is up to ~10 s old: one that
+    rejoined may look demoted to it and still be promoted; counting it out lost writes, measured);
+    a dead old primary, or one not yet turned into a replica, is not waited for. In every other
+    case (the sentinels name another server, one is mid-failover, none answers), count every
+    known replica. Never fewer than one: an acknowledged write is always on two servers (so with
+    every replica down, nothing is confirmed).
     """
 
     def __init__(self, link: GroupLink, interval: float = PRIMARY_CHECK_INTERVAL) -> None:
@@ -135,8 +148,30 @@ class ReplicaCount:
             named = (str(state["ip"]), int(state["port"]))
             if named != writing_to or _failing_over(state):
                 return max(1, len(replicas))
-            return max(1, sum(1 for replica in replicas if _in_sync(replica)))
+            in_sync = sum(1 for replica in replicas if _in_sync(replica))
+            # Sentinel refreshes what it knows of a replica every ~10 s: one that rejoined lately may
+            # still look demoted or detached to it while the primary already streams to it (and a
+            # failover may promote it). So never ask for fewer than the primary itself has online.
+            return max(1, in_sync, self._online_at(writing_to))
         raise redis.exceptions.ConnectionError(f"no sentinel of {master!r} answered")
+
+    def _online_at(self, primary: tuple[str, int]) -> int:
+        address = self.link.address
+        with redis.Redis(
+            *primary,
+            db=address.db,
+            password=address.password,
+            username=address.username,
+            socket_timeout=SENTINEL_TIMEOUT,
+            socket_connect_timeout=SENTINEL_TIMEOUT,
+            retry=no_resend(),
+        ) as server:
+            info = server.info("replication")
+        return sum(
+            1
+            for key, value in info.items()
+            if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+        )
 
 
 def _flags(state: dict[str, Any]) -> set[str]:

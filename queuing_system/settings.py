@@ -6,7 +6,7 @@ import inspect
 import os
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
@@ -34,10 +34,13 @@ def env_float(name: str, default: float, minimum: float, maximum: float) -> floa
     return _env_number(name, default, minimum, maximum, float, f"a number from {minimum:g} to {maximum:g}")
 
 
-def _env_number(name: str, default: float, minimum: float, maximum: float, kind: type, expected: str) -> float:
+def _env_number(
+    name: str, default: float, minimum: float, maximum: float, kind: Callable[[str], float], expected: str
+) -> float:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
+    value: float | None
     try:
         value = kind(raw)
     except ValueError:

@@ -52,7 +52,6 @@ _ADVANCE = LuaScript(processor_lua.ADVANCE)
 _STILL_MINE = LuaScript(processor_lua.STILL_MINE)
 _GIVE_BACK = LuaScript(processor_lua.GIVE_BACK)
 _RECOVER = LuaScript(processor_lua.RECOVER)
-_KEEP_ALIVE = LuaScript(processor_lua.KEEP_ALIVE)
 
 
 class SettleMode(str, Enum):
@@ -247,10 +246,11 @@ class Recover:
 
 @dataclass(frozen=True)
 class KeepAlive:
-    """Re-arm a worker's lease if its key still exists; False when it is gone."""
+    """Re-arm a worker's lease if its key still exists; False when it is gone. One plain EXPIRE (it needs
+    no script: an idle processor's leases are most of what it costs Redis)."""
 
     worker: str
     lease: int
 
     def run(self, execute: Execute) -> bool:
-        return bool(_KEEP_ALIVE(execute, [RQ.worker(self.worker)], [self.lease]))
+        return bool(execute("EXPIRE", RQ.worker(self.worker), self.lease))

@@ -28,6 +28,7 @@ from typing import Any
 
 import redis
 
+from queuing_system.idle import IdleTurns
 from queuing_system.jobs import queue_connection
 from queuing_system.processor import Processor, ProcessorSettings
 from queuing_system.reconnect import REDIS_FAULTS, Reconnection
@@ -78,12 +79,14 @@ def serve(
     burst: bool = False,
     settings: ProcessorSettings | None = None,
     watch_parent: bool = False,
+    turns: IdleTurns | None = None,
 ) -> int:
     """One worker in this process's main thread, until Ctrl+C / SIGTERM (or, with `burst`, an empty queue)."""
     stopped = threading.Event()
 
     def stop_before_start(signum: int, frame: FrameType | None) -> None:
-        stopped.set()
+        # From another thread: this one may be inside `stopped.wait()`, holding the lock `set()` needs.
+        threading.Thread(target=stopped.set, daemon=True).start()
 
     signal.signal(signal.SIGINT, stop_before_start)
     signal.signal(signal.SIGTERM, stop_before_start)
@@ -94,7 +97,7 @@ def serve(
             return 0
         try:
             processor = Processor(
-                base_queue, connection, functions=functions, settings=settings, watch_parent=watch_parent
+                base_queue, connection, functions=functions, settings=settings, watch_parent=watch_parent, turns=turns
             )
         except REDIS_FAULTS as error:  # it went away (or said no) between the PING and the worker's first words
             reconnection.failed(error)
@@ -145,7 +148,8 @@ class _Tree:
         url: str | None,
         settings: ProcessorSettings,
     ) -> None:
-        self._target = (base_queue, functions, burst, verbose, url, settings)
+        # One IdleTurns for all its workers: idle, one of them waits on Redis for all (idle.py).
+        self._target = (base_queue, functions, burst, verbose, url, settings, IdleTurns())
         self._concurrency = concurrency
         self._burst = burst
         self._context = multiprocessing.get_context("fork")
@@ -216,12 +220,13 @@ def _worker_process(
     verbose: bool,
     url: str | None,
     settings: ProcessorSettings,
+    turns: IdleTurns,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # not the parent's forwarding handler
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(parent_pid)
     configure_logging(verbose)
-    sys.exit(serve(base_queue, functions, url=url, burst=burst, settings=settings, watch_parent=True))
+    sys.exit(serve(base_queue, functions, url=url, burst=burst, settings=settings, watch_parent=True, turns=turns))
 
 
 class BackgroundProcessing:

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from queuing_system.embedded import EmbeddedRedis, free_port
+from tests.sentinel_group import group, sentinel_group  # noqa: F401  (fixtures: one Sentinel group per session)
 
 # No test may reach a Redis it did not start: clear every address setting
 # before anything reads them, and point the defaults at nothing.

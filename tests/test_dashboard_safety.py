@@ -410,3 +410,29 @@ def test_what_others_wrote_in_redis_never_breaks_a_page(redis_url, rq_connection
 )
 def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
     assert shown_url(url) == shown
+
+
+def test_no_get_writes_anything(queued_and_failed, redis_url, rq_connection) -> None:
+    """Every page and data endpoint, read with stale and odd entries in Redis (a vanished job, a dead worker
+    still registered, junk in RQ's set of workers): Redis is byte for byte as before."""
+    queue, queued, failed = queued_and_failed
+    rq_connection.rpush(queue.key, "999")
+    rq_connection.sadd("rq:workers", "rq:worker:gone", "junk", b"rq:worker:\xff")
+    rq_connection.sadd(f"rq:workers:{QUEUE_7}", "rq:worker:gone")
+
+    def snapshot() -> dict:
+        read = {b"hash": rq_connection.hgetall, b"list": lambda key: rq_connection.lrange(key, 0, -1),
+                b"set": rq_connection.smembers, b"zset": lambda key: rq_connection.zrange(key, 0, -1, withscores=True),
+                b"string": rq_connection.get, b"stream": rq_connection.xrange}  # fmt: skip
+        return {key: read[rq_connection.type(key)](key) for key in sorted(rq_connection.keys("*"))}
+
+    before = snapshot()
+    client = dashboard.create_app(redis_url).test_client()
+    job = queued[0].id
+    paths = ["/", "/0/view/workers", "/0/view/jobs", f"/0/view/jobs/{QUEUE_7}/queued/8/asc/1", f"/0/view/job/{job}"]
+    paths += ["/0/data/queues.json", "/0/data/workers.json", f"/0/data/job/{job}.json", f"/0/data/job/{failed.id}.json"]
+    registries = ("queued", "failed", "started", "finished", "deferred", "scheduled", "canceled")
+    paths += [f"/0/data/jobs/{QUEUE_7}/{registry}/8/asc/1.json" for registry in registries]
+    assert [client.get(path).status_code for path in paths] == [200] * len(paths)
+    assert client.get("/0/data/workers.json").get_json() == {"workers": []}
+    assert snapshot() == before

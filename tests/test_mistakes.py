@@ -147,6 +147,8 @@ BATTERY = [
     (["7_job_processor.py"], {"REDIS_URL": "nonsense"}, "REDIS_URL='nonsense': no scheme"),
     (["7_job_processor.py"], {"NOTIFICATION_SEND_MS": "abc"}, "NOTIFICATION_SEND_MS='abc': expected a number"),
     (["9_stock.py"], {"PORT": "abc"}, "PORT='abc': expected a port number"),
+    (["7_job_processor.py"], {"RQ_KEY_PREFIX": "my queue"}, "Invalid RQ_KEY_PREFIX 'my queue': only letters"),
+    (["-m", "queuing_system.dashboard"], {"RQ_KEY_PREFIX": ""}, "Invalid RQ_KEY_PREFIX '': only letters"),
     (["9_stock.py"], {"HOST": "nosuchhost.invalid"}, "HOST='nosuchhost.invalid': no such address"),
     (["100_seat.py"], {"PORT": "99999"}, "PORT='99999': expected a port number"),
     (["-m", "queuing_system.monitor"], {"REDIS_URL": "localhost"}, "REDIS_URL='localhost': no scheme"),

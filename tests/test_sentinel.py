@@ -19,9 +19,7 @@ from queuing_system.replication import Confirmation, Unconfirmed
 from queuing_system.sentinel_group import SentinelGroup
 from queuing_system.sentinel_url import SentinelAddress
 from queuing_system.settings import ConfigError, check_redis_url, connect, url_of
-from tests.sentinel_group import CountedWriter, group, named_primary, sentinel_group, wait_for
-
-__all__ = ["group", "sentinel_group"]  # fixtures, imported for pytest
+from tests.sentinel_group import CountedWriter, named_primary, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = "redis+sentinel://:s%40cret@host1:26379,host2:26380,[::1]:26381/mymaster/3"
