@@ -105,6 +105,7 @@ def check_redis_url(url: str) -> str:
     if parts.scheme == "unix":
         if not parts.path:
             raise ConfigError(f"{problem} expected the socket's path, like unix:///run/redis.sock")
+        _check_options(url, problem)
         return url
     if not parts.hostname:
         raise ConfigError(f"{problem} no host; expected something like {example}")
@@ -113,7 +114,27 @@ def check_redis_url(url: str) -> str:
     database = parts.path.lstrip("/")
     if database and not (database.isdigit() and int(database) < 2**31):
         raise ConfigError(f"{problem} database {database!r} is not a number (the path is /0, /1, …)")
+    _check_options(url, problem)
     return url
+
+
+_FILE_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
+
+
+def _check_options(url: str, problem: str) -> None:
+    """The URL's query options (`?socket_timeout=…`, `?ssl_cert_reqs=…`) as redis-py reads them: an
+    option it does not know, a value it cannot use, or a certificate file that is not there is a
+    setting refused here, in one line, rather than an error in every process that connects."""
+    for name, value in parse_qsl(urlsplit(url).query):
+        if name in _FILE_OPTIONS and not os.path.exists(value):
+            raise ConfigError(f"{problem} {name}: no such file or folder {value!r}")
+    try:
+        redis.ConnectionPool.from_url(url).make_connection()  # builds a connection; connects to nothing
+    except TypeError as error:  # an option redis-py does not know: "… unexpected keyword argument 'foo'"
+        option, scheme = str(error).rpartition(" ")[2], urlsplit(url).scheme
+        raise ConfigError(f"{problem} {option} is not an option of {scheme}:// addresses") from None
+    except (ValueError, redis.RedisError) as error:
+        raise ConfigError(f"{problem} {error}") from None
 
 
 def connect(

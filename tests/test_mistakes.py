@@ -147,6 +147,31 @@ BATTERY = [
     (["7_job_processor.py"], {"REDIS_URL": "nonsense"}, "REDIS_URL='nonsense': no scheme"),
     (["7_job_processor.py"], {"NOTIFICATION_SEND_MS": "abc"}, "NOTIFICATION_SEND_MS='abc': expected a number"),
     (["9_stock.py"], {"PORT": "abc"}, "PORT='abc': expected a port number"),
+    (
+        ["7_job_processor.py"],
+        {"REDIS_URL": "{live}?foo=bar"},
+        "REDIS_URL='{live}?foo=bar': 'foo' is not an option of redis://",
+    ),
+    (
+        ["9_stock.py"],
+        {"REDIS_URL": "{live}?socket_timeout=abc"},
+        "REDIS_URL='{live}?socket_timeout=abc': Invalid value",
+    ),
+    (
+        ["7_job_creator.py"],
+        {"REDIS_URL": "{live}?ssl_cert_reqs=bogus"},
+        "REDIS_URL='{live}?ssl_cert_reqs=bogus': 'ssl_cert_reqs' is not an option of redis://",
+    ),
+    (
+        ["100_seat.py"],
+        {"REDIS_URL": "{live}?ssl_ca_certs=/no/ca.pem"},
+        "REDIS_URL='{live}?ssl_ca_certs=/no/ca.pem': ssl_ca_certs: no such",
+    ),
+    (
+        ["6_job_processor.py"],
+        {"REDIS_URL": "rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus"},
+        "REDIS_URL='rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus': Invalid SSL Certificate Requirements Flag: bogus",
+    ),
     (["7_job_processor.py"], {"RQ_KEY_PREFIX": "my queue"}, "Invalid RQ_KEY_PREFIX 'my queue': only letters"),
     (["-m", "queuing_system.dashboard"], {"RQ_KEY_PREFIX": ""}, "Invalid RQ_KEY_PREFIX '': only letters"),
     (["9_stock.py"], {"HOST": "nosuchhost.invalid"}, "HOST='nosuchhost.invalid': no such address"),
