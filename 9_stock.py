@@ -127,7 +127,9 @@ def prepare_stock(reset: bool) -> None:
 
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reset", action="store_true", help="forget every reservation: the initial stock on sale")
-    add_server_options(parser)
+    # One request thread per granian process: each request is one short Redis round trip, and more
+    # threads in a process only take turns at its interpreter lock (measured: README, Stock API).
+    add_server_options(parser, worker_threads=1)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -6,10 +6,10 @@ Servers: `9_stock.py --workers N` (granian), the original's 9-stock.js on Expres
 and npm are present: installed with node_redis 2.8 into a temporary folder, nothing kept), and
 Flask's development server (`9_stock.py`). Ours and Express alternate, --rounds times; each server
 starts fresh on a private Redis. Routes: /list_products and /list_products/1 on every server, and
-the reservation routes on ours (item 2 with stock that cannot run out, item 1 with its 4 units;
-every confirmation is counted, so an oversold unit would show). Load: wrk -t2 -c32 (Debian's
-`wrk`), else a Python generator. Express's reservations are not measured: it checks, then sets,
-and oversells (README).
+/reserve_product/2 on both (item 2 with stock that cannot run out), and /reserve_product/1 (its 4
+units) on ours: every confirmation is counted, so an oversold unit would show. Express's
+/reserve_product/1 is not measured: it checks, then sets, and oversells (README). Load: wrk -t2
+-c32 (Debian's `wrk`), else a Python generator.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import contextlib
 import os
 import statistics
 import subprocess
+import time
 from pathlib import Path
 
 import redis
@@ -26,12 +27,13 @@ import redis
 from bench.common import bench_redis, node_packages
 from bench.http_load import Load, load
 from queuing_system.embedded import free_port
-from queuing_system.http_requests import wait_until_serving
+from queuing_system.http_requests import request, wait_until_serving
 from queuing_system.processes import ROOT, ScriptProcess
 from queuing_system.settings import connect
 
 EXPRESS_DIR = Path(__file__).with_name("express")
 LIST_ROUTES = ("/list_products", "/list_products/1")
+COMPARED_ROUTES = (*LIST_ROUTES, "/reserve_product/2")  # measured on both sides; ratios printed
 RESERVE_ROUTES = ("/reserve_product/2", "/reserve_product/1")
 
 
@@ -58,6 +60,8 @@ def ours(url: str, port: int, workers: int | None):
     args = ["--workers", str(workers)] if workers else []
     with ScriptProcess("9_stock.py", args, env={"REDIS_URL": url, "PORT": str(port)}) as server:
         wait_until_serving(port, "/list_products")
+        while request(port, "/list_products/1")[0] != 200:  # --workers: until the main process made the counts
+            time.sleep(0.05)
         yield
         server.stop()
 
@@ -65,10 +69,12 @@ def ours(url: str, port: int, workers: int | None):
 def measure(name: str, serving, url: str, routes, seconds: int) -> dict[str, Load]:
     client = connect(url)  # a plain Redis or a Sentinel group's primary
     client.flushdb()
-    client.set("item.2", -(10**12))  # item 2: stock that cannot run out during the run
     port = free_port()
     results = {}
     with serving(port):
+        # Item 2: stock that cannot run out during the run (set once the server is up: Express resets
+        # every count to 0 when it starts), so every reservation of it does its whole work.
+        client.set("item.2", -(10**12))
         for path in routes:
             results[path] = load(port, path, seconds)
     if "/reserve_product/1" in results:
@@ -107,12 +113,12 @@ def main() -> None:
         sides = {granian: lambda port: ours(url, port, args.workers)}
         if folder is not None:
             sides = {"Express 4.18 (original)": lambda port: express(folder, url, port), **sides}
-        rates: dict[str, dict[str, list[float]]] = {name: {path: [] for path in LIST_ROUTES} for name in sides}
+        rates: dict[str, dict[str, list[float]]] = {name: {path: [] for path in COMPARED_ROUTES} for name in sides}
         for round_ in range(1, args.rounds + 1):
             for name, serving in sides.items():
-                routes = LIST_ROUTES + (RESERVE_ROUTES if name == granian else ())
+                routes = LIST_ROUTES + RESERVE_ROUTES if name == granian else COMPARED_ROUTES
                 for path, result in measure(name, serving, url, routes, args.seconds).items():
-                    if path in LIST_ROUTES:
+                    if path in COMPARED_ROUTES:
                         rates[name][path].append(result.requests_per_s)
                     print(row(name, path, result, f"round {round_}, {result.tool}"), flush=True)
         development = measure(
@@ -121,7 +127,7 @@ def main() -> None:
         for path, result in development.items():
             print(row("ours, development server", path, result, result.tool), flush=True)
     if folder is not None:
-        for path in LIST_ROUTES:
+        for path in COMPARED_ROUTES:
             ratio = statistics.median(rates[granian][path]) / statistics.median(rates["Express 4.18 (original)"][path])
             print(f"{path}: ours / Express = {ratio:.2f}x (medians of {args.rounds})")
     print(

@@ -22,6 +22,8 @@ from queuing_system.processes import ROOT
 # The file the main process creates once `prepare` is done (its path travels to the workers in the
 # environment: granian starts them as fresh interpreters).
 PREPARED_ENV = "QUEUING_SERVER_PREPARED_FILE"
+# How long the banner waits for `prepare` before it is printed all the same (seconds).
+PREPARE_GRACE = 2.0
 
 
 def prepared() -> bool:
@@ -76,15 +78,24 @@ def serve_granian(
     if prepare is not None:
         os.environ[PREPARED_ENV] = str(flag)
 
+    done = threading.Event()
+
     def prepare_then_flag() -> None:
         if prepare is not None:
             prepare()
         flag.touch()
+        done.set()
+
+    def announce_when_answering() -> None:
+        # With Redis there, the banner comes once the workers serve the curriculum's answers; with Redis
+        # away (prepare still waiting after a moment), once they answer at all (503s until it is back).
+        done.wait(PREPARE_GRACE)
+        _announce_when_answering(host, port, listening)
 
     @server.on_startup
     def announce() -> None:  # runs once granian has bound the port, before its workers start
         threading.Thread(target=prepare_then_flag, daemon=True).start()
-        threading.Thread(target=_announce_when_answering, args=(host, port, listening), daemon=True).start()
+        threading.Thread(target=announce_when_answering, daemon=True).start()
 
     try:
         server.serve()

@@ -96,7 +96,9 @@ def banner(host: str) -> Callable[[int], None]:
     return listening
 
 
-def add_server_options(parser: argparse.ArgumentParser) -> None:
+def add_server_options(parser: argparse.ArgumentParser, worker_threads: int = 4) -> None:
+    """--workers, --threads (default with --workers: `worker_threads` per process), --verbose."""
+    parser.set_defaults(worker_threads=worker_threads)
     parser.add_argument(
         "--workers",
         type=bounded(1, 64),
@@ -107,7 +109,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=bounded(1, 256),
         metavar="N",
-        help="requests served at once per process (1 to 256; default 32, or 4 with --workers)",
+        help=f"requests served at once per process (1 to 256; default 32, or {worker_threads} with --workers)",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request (and RQ's worker log)")
 
@@ -121,7 +123,7 @@ def run_server(
     Returns the exit code.
     """
     host, port = server_address()
-    threads = args.threads or (4 if args.workers else 32)
+    threads = args.threads or (getattr(args, "worker_threads", 4) if args.workers else 32)
     quiet_logs(args.verbose)
     _allow_many_connections()
     try:

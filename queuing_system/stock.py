@@ -5,6 +5,11 @@ A reservation is two steps, each safe to repeat after a lost connection or a tim
 1. `reserve`: takes a unit and records the reservation as *pending*, with a deadline;
 2. `confirm`: marks it *confirmed* (only then does the server answer "Reservation confirmed").
 
+With a Sentinel group, a `WAIT` for the replicas follows the confirmation. On a plain Redis there
+is nothing to wait for between the two, and `reserve` records the reservation confirmed at once:
+one step, one round trip, the same guarantees (a repeat does it once; an outcome that stays unknown
+is given back).
+
 Each step carries the reservation's id (a random token) and checks it, so a copy that arrives
 twice (the first one still queued inside a stalled Redis, say) does what it does once. A
 reservation whose outcome stayed unknown, or that was never confirmed (the server died, or
@@ -52,11 +57,13 @@ def pending_ms() -> int:
 # KEYS[1] item.<id>: units reserved (pending or confirmed); missing = Redis lost what was sold
 # KEYS[2] item.<id>.reservations: hash, reservation id -> 'pending' | 'confirmed'
 # KEYS[3] item.<id>.pending: sorted set, pending reservation id -> deadline (ms, Redis's clock)
-# ARGV: the product's initial stock, the reservation id, how long it may stay pending (ms)
-# Returns 'pending' (the unit is held), 'confirmed' (a repeat of a confirmed one), 'sold_out' or 'lost'.
+# ARGV: the product's initial stock, the reservation id, how long it may stay pending (ms), and the
+#       state to record: 'pending' (a second step confirms it) or 'confirmed' (this step does)
+# Returns the state recorded ('pending': the unit is held; 'confirmed'), the state of a repeat,
+# 'sold_out' or 'lost'.
 RESERVE = """
 local reserved_key, records, pending = KEYS[1], KEYS[2], KEYS[3]
-local stock, id, pending_ms = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local stock, id, pending_ms, record_as = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local reserved = redis.call('GET', reserved_key)
 if not reserved then
   return 'lost'
@@ -77,9 +84,11 @@ if reserved >= stock then
   return 'sold_out'
 end
 redis.call('INCR', reserved_key)
-redis.call('HSET', records, id, 'pending')
-redis.call('ZADD', pending, now + pending_ms, id)
-return 'pending'
+redis.call('HSET', records, id, record_as)
+if record_as == 'pending' then
+  redis.call('ZADD', pending, now + pending_ms, id)
+end
+return record_as
 """
 
 # Confirm a pending reservation (a repeat changes nothing).
@@ -151,8 +160,10 @@ class StockReservations:
             STOCK_PENDING.format(item_id=item_id),
         ]
 
-    def reserve(self, item_id: int, stock: int, reservation_id: str) -> Outcome:
-        return Outcome(_text(self._reserve(keys=self._keys(item_id), args=[stock, reservation_id, self._pending_ms])))
+    def reserve(self, item_id: int, stock: int, reservation_id: str, *, confirmed: bool = False) -> Outcome:
+        record_as = Outcome.CONFIRMED if confirmed else Outcome.PENDING
+        args: list[int | str] = [stock, reservation_id, self._pending_ms, record_as.value]
+        return Outcome(_text(self._reserve(keys=self._keys(item_id), args=args)))
 
     def confirm(self, item_id: int, reservation_id: str) -> Outcome:
         keys = self._keys(item_id)[1:]
@@ -167,8 +178,10 @@ class StockReservations:
         timeout. CONFIRMED only once the confirmation is known to have landed; when it cannot be known,
         the reservation is given back (now, or by a later call) and the error raised: the client hears
         "try again", and the unit is not sold to nobody."""
-        self._give_back_unheard()
         reservation = new_reservation_id()
+        if not self._replicated.needed():
+            return self._reserve_confirmed(item_id, stock, reservation)
+        self._give_back_unheard()
         outcome = idempotent(lambda: self.reserve(item_id, stock, reservation))
         if outcome is not Outcome.PENDING:
             return outcome
@@ -179,14 +192,38 @@ class StockReservations:
             self._give_back_unheard()
             raise
 
-    def _give_back_unheard(self) -> None:
+    def _reserve_confirmed(self, item_id: int, stock: int, reservation: str) -> Outcome:
+        """With no replica to wait for between the steps, both in one: reserved and confirmed in one
+        round trip. Its outcome unknown after the repeats, it is given back before the error is raised,
+        as a confirmation nobody heard; when no copy of it could have been sent (Redis refused the
+        connection), there is nothing to give back and the client hears "try again" at once."""
+        self._give_back_unheard(patience=0.0)  # others' (tried once here, so an outage costs a moment)
+        sent = False
+
+        def step() -> Outcome:
+            nonlocal sent
+            connection = getattr(self._client, "connection", None)  # a client of one connection: connected first
+            if connection is not None:
+                connection.connect()
+            sent = True
+            return self.reserve(item_id, stock, reservation, confirmed=True)
+
+        try:
+            return idempotent(step)
+        except REDIS_DOWN:
+            if sent:
+                self._unheard.append((item_id, reservation))
+                self._give_back_unheard()
+            raise
+
+    def _give_back_unheard(self, patience: float = SETTLE_PATIENCE) -> None:
         while self._unheard:
             try:
                 item_id, reservation = self._unheard.popleft()
             except IndexError:  # another request thread took the last one
                 return
             try:
-                idempotent(functools.partial(self.cancel, item_id, reservation), patience=SETTLE_PATIENCE)
+                idempotent(functools.partial(self.cancel, item_id, reservation), patience=patience)
             except REDIS_DOWN:
                 self._unheard.appendleft((item_id, reservation))  # the next reservation tries again
                 return
