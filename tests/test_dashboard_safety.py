@@ -491,3 +491,20 @@ def test_a_queue_name_from_the_url_or_redis_runs_no_script(redis_url, rq_connect
     for dom in doms:
         assert "<body" in dom and "data-pwned=" not in dom
     assert queue.get_job_ids() == [job.id]
+
+
+def test_rqs_set_of_workers_of_another_type_is_one_row_saying_so(redis_url, rq_connection) -> None:
+    """The attack on issues 21-22: with `rq:workers` a string the whole workers page answered 500."""
+    rq_connection.set("rq:workers", "a string, not a set")
+    client = dashboard.create_app(redis_url).test_client()
+    page = client.get("/0/view/workers")
+    data = client.get("/0/data/workers.json")
+    assert (page.status_code, data.status_code) == (200, 200)
+    [row] = data.get_json()["workers"]
+    assert (row["name"], row["state"], row["queues"], row["current_job"]) == (
+        "rq:workers (cannot be read: WRONGTYPE Operation against a key holding the wrong kind of value)",
+        "?",
+        [],
+        "idle",
+    )
+    assert rq_connection.get("rq:workers") == b"a string, not a set"  # reading wrote nothing
