@@ -80,7 +80,10 @@ class JSONWorker(Worker):
     ) -> list[Any]:
         if queue is not None or connection is None:  # not how rq-dashboard asks: RQ's own way
             return super().all(connection, job_class, queue_class, queue, serializer or JSONSerializer)
-        members = connection.smembers(cls.redis_workers_keys)
+        try:
+            members = connection.smembers(cls.redis_workers_keys)
+        except ResponseError as error:  # RQ's set of workers is of another type: say so in the list
+            return [UnreadableWorkers(f"{cls.redis_workers_keys} (cannot be read: {clean(error)})")]
         keys = sorted(key.decode(errors="replace") if isinstance(key, bytes) else str(key) for key in members)
         workers = (cls._read(key, connection, job_class, queue_class, serializer or JSONSerializer) for key in keys)
         return [worker for worker in workers if worker is not None]
@@ -93,6 +96,24 @@ class JSONWorker(Worker):
             return cls.find_by_key(key, connection, job_class, queue_class, serializer)
         except UNREADABLE:
             return None
+
+
+class UnreadableWorkers:
+    """The one row of the workers list when RQ's set of workers cannot be read: its name says why."""
+
+    pid = last_heartbeat = birth_date = None
+    successful_job_count = failed_job_count = total_working_time = 0
+    version = python_version = ""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.queues: list[Queue] = []
+
+    def get_state(self) -> str:
+        return "?"
+
+    def get_current_job(self) -> None:
+        return None
 
 
 class ReadOnlyQueue(Queue):

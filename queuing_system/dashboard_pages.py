@@ -5,6 +5,13 @@ rq-dashboard 0.9.0 (the newest release) renders job fields, queue and worker nam
 underscore's raw `<%= %>`: markup in a job's meta or description, or in a queue name anyone
 could write into Redis, runs as script in the dashboard's origin. `EscapingLoader` serves its
 templates with every interpolation escaped (`<%- %>`), so nothing from Redis is markup.
+
+Its scripts are Jinja templates too, included into the pages' <script> element, where Flask does
+not escape at all (a `.js` name turns autoescaping off) and HTML escaping would not help: jobs.js
+put the queue name from the page's URL into `$(this).val('{{ queue.name }}')`, so a link could run
+script with the page's own CSRF token (and so could a queue of that name in RQ's set of queues).
+`EscapingLoader` also makes every `{{ }}` in those scripts a JS literal (`tojson`, which escapes
+quotes and `<`), so any queue name, real ones with ':' included, is one string there.
 """
 
 from __future__ import annotations
@@ -21,6 +28,11 @@ JOBS_TEMPLATE = TEMPLATE_FOLDER + "jobs.html"
 _HAND_ESCAPED = re.compile(r"""\$\('<div/>'\)\.text\((.*?)\)\.html\(\)""")
 RAW = "<%="
 ESCAPED = "<%-"
+
+# The templates whose text ends up inside a <script> element (included there by base.html and the pages).
+SCRIPT_TEMPLATES = re.compile(r"rq_dashboard/(scripts/.*\.js|inline_js\.html)")
+# A `{{ value }}` in a script, with the quotes around it if it had a pair (the literal brings its own).
+_SCRIPT_VALUE = re.compile(r"""(['"]?)\{\{\s*(.*?)\s*\}\}\1""")
 
 # Added to each row of rq-dashboard's job lists, under the job's description (escaped like the rest).
 PROGRESS_ROW = """
@@ -43,6 +55,18 @@ def escaped(source: str) -> str:
     return _HAND_ESCAPED.sub(r"\1", source).replace(RAW, ESCAPED)
 
 
+def _as_literal(value: re.Match[str]) -> str:
+    expression = value.group(2)
+    if "|tojson" in expression.replace(" ", ""):
+        return value.group(0)  # rq-dashboard made it a literal itself
+    return "{{ (" + expression + ")|tojson }}"
+
+
+def script_values_as_literals(source: str) -> str:
+    """A script template with every `{{ value }}` a JS literal (see the module docstring)."""
+    return _SCRIPT_VALUE.sub(_as_literal, source)
+
+
 class EscapingLoader(BaseLoader):
     """rq-dashboard's templates, escaped (see the module docstring), with our progress row in the job lists."""
 
@@ -53,6 +77,8 @@ class EscapingLoader(BaseLoader):
         source, filename, uptodate = self.inner.get_source(environment, template)
         if template.startswith(TEMPLATE_FOLDER):
             source = escaped(source)
+            if SCRIPT_TEMPLATES.fullmatch(template):
+                source = script_values_as_literals(source)
             if template == JOBS_TEMPLATE:  # a newer rq-dashboard without the anchor: its own rows, unchanged
                 source = source.replace(ROW_ANCHOR, ROW_ANCHOR + PROGRESS_ROW)
         return source, filename, uptodate

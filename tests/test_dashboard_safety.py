@@ -3,12 +3,14 @@ changes nothing, a foreign Host reads nothing, markup from Redis is text, no pas
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import re
 import shutil
 import signal
 import subprocess
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -436,3 +438,73 @@ def test_no_get_writes_anything(queued_and_failed, redis_url, rq_connection) -> 
     assert [client.get(path).status_code for path in paths] == [200] * len(paths)
     assert client.get("/0/data/workers.json").get_json() == {"workers": []}
     assert snapshot() == before
+
+
+# A queue name that ends rq-dashboard's JS string and its handlers (F3 of the attack on issues 21-22): had it
+# run, it would delete job 101 with the page's own token. The second one, for a fix that only changes the
+# quotes, escapes the escape. (A name with '/' reaches no page: Werkzeug splits the path at %2F.)
+QUEUE_NAME_ATTACKS = (
+    "');}});setTimeout(function(){$.post(url_for('delete_job','101'))},500);"
+    "document.body.setAttribute('data-pwned','js');$('x').on('y',function(){if(1){$(this).val('",
+    '\\");}});document.body.setAttribute("data-pwned","quote");$("x").on("y",function(){if(1){$(this).val("',
+)
+RESTORED_NAME = re.compile(r'\$\(this\)\.val\(("(?:[^"\\]|\\.)+")\);')  # the name put back
+
+
+def test_every_template_value_in_a_script_is_a_js_literal(redis_url) -> None:
+    """Flask does not escape a `.js` template (nor would HTML escaping make a JS string safe): every
+    `{{ }}` in a template that ends up inside a <script> goes through `tojson`."""
+    app = dashboard.create_app(redis_url)
+    scripts = [name for name in app.jinja_env.list_templates() if name.startswith("rq_dashboard/scripts/")]
+    assert "rq_dashboard/scripts/jobs.js" in scripts and "rq_dashboard/scripts/dashboard.js" in scripts
+    for name in [*scripts, "rq_dashboard/inline_js.html"]:
+        source, _, _ = app.jinja_env.loader.get_source(app.jinja_env, name)
+        values = re.findall(r"\{\{(.*?)\}\}", source)
+        assert all("|tojson" in value.replace(" ", "") for value in values), (name, values)
+
+
+@pytest.mark.parametrize("name", [*QUEUE_NAME_ATTACKS, "push_notification_code_2:high", 'it\'s "quoted"'])
+def test_a_queue_name_in_the_url_is_one_js_string(name: str, redis_url) -> None:
+    """The jobs page puts its queue name back in the queue box with exactly that name, whatever it is."""
+    client = dashboard.create_app(redis_url).test_client()
+    page = client.get(f"/0/view/jobs/{quote(name, safe='')}/queued/8/asc/1")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert [json.loads(literal) for literal in RESTORED_NAME.findall(text)] == [name]
+    assert name in html.unescape(text) and (name not in text or name == "push_notification_code_2:high")
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium here (apt-get install chromium)")
+def test_a_queue_name_from_the_url_or_redis_runs_no_script(redis_url, rq_connection) -> None:
+    """F3: the attacker's link (reflected) and a queue with that name in RQ's set of queues (stored)."""
+    queue = job_queue(QUEUE_7, rq_connection)
+    job = enqueue(queue, PROCESS_7, {"phoneNumber": "4153518743", "message": "keep me"})
+    names = [name.replace("'101'", json.dumps(job.id)) for name in QUEUE_NAME_ATTACKS]
+    rq_connection.sadd("rq:queues", *(f"rq:queue:{name}" for name in names))
+    port = free_port()
+    with ScriptProcess("-m", ["queuing_system.dashboard", "--port", str(port)]) as server:
+        server.wait_for_line(f"Dashboard of {redis_url} at http://127.0.0.1:{port}/ (Ctrl+C stops it)")
+        doms = [rendered(port, f"/0/view/jobs/{quote(name, safe='')}/queued/8/asc/1") for name in names]
+        doms.append(rendered(port, "/"))
+        server.signal(signal.SIGINT)
+        assert server.wait(10) == 0
+    for dom in doms:
+        assert "<body" in dom and "data-pwned=" not in dom
+    assert queue.get_job_ids() == [job.id]
+
+
+def test_rqs_set_of_workers_of_another_type_is_one_row_saying_so(redis_url, rq_connection) -> None:
+    """The attack on issues 21-22: with `rq:workers` a string the whole workers page answered 500."""
+    rq_connection.set("rq:workers", "a string, not a set")
+    client = dashboard.create_app(redis_url).test_client()
+    page = client.get("/0/view/workers")
+    data = client.get("/0/data/workers.json")
+    assert (page.status_code, data.status_code) == (200, 200)
+    [row] = data.get_json()["workers"]
+    assert (row["name"], row["state"], row["queues"], row["current_job"]) == (
+        "rq:workers (cannot be read: WRONGTYPE Operation against a key holding the wrong kind of value)",
+        "?",
+        [],
+        "idle",
+    )
+    assert rq_connection.get("rq:workers") == b"a string, not a set"  # reading wrote nothing
