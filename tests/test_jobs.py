@@ -410,3 +410,18 @@ def test_a_job_whose_meta_is_unreadable_is_followed_by_its_id(redis_url, rq_conn
         "checked: followed by its id"
         for job in (failed, finished)
     ]
+
+
+def test_6_creator_with_no_processor_and_its_job_key_overwritten(redis_url, r) -> None:
+    """No processor, and rq:job:1 SET to a string: the "not started" hint, looking at that job, does
+    not kill the creator (it died saying it was not connected); the job's end is reported once, in
+    task 6's own words (task 7's name the key: see above)."""
+    with ScriptProcess("6_job_creator.py") as creator:
+        creator.wait_for_line("Notification job created: 1")
+        r.set("rq:job:1", "garbage")
+        assert creator.wait(30) == 0
+    assert creator.lines == [
+        "Notification job created: 1",
+        "Notification job failed",
+    ]
+    assert creator.stderr == ""
