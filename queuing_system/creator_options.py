@@ -19,7 +19,7 @@ from queuing_system.enqueue import EnqueueInterruptedError, enqueue_many
 from queuing_system.events import JobEvents
 from queuing_system.job_settings import MAX_ATTEMPTS, MAX_DELAY, JobSettings
 from queuing_system.queues import Priority, job_queue
-from queuing_system.refusals import refusal, say_why_not_yet
+from queuing_system.refusals import code_of, refusal, say_why_not_yet
 from queuing_system.settings import env_int
 
 
@@ -118,10 +118,15 @@ def not_started_hint(queue: Queue, processor: str, after: float) -> Callable[[li
     where it waits and what to start."""
 
     def hint(waiting: list[str]) -> None:
-        status = queue.connection.hget(Job.key_for(waiting[0]), "status")
+        try:
+            status, origin_field = queue.connection.hmget(Job.key_for(waiting[0]), "status", "origin")
+        except ResponseError as error:
+            if code_of(error) == "WRONGTYPE":
+                return  # not a job any more: the creator's catch-up reports it, naming the key
+            raise
         if status is None or as_text(status) != JobStatus.QUEUED.value:
             return  # started, scheduled for later, or gone: nothing a processor start would change
-        origin = as_text(queue.connection.hget(Job.key_for(waiting[0]), "origin") or queue.name.encode())
+        origin = as_text(origin_field or queue.name.encode())
         if Worker.count(connection=queue.connection, queue=job_queue(origin, queue.connection)) > 0:
             return  # served: it waits its turn
         jobs = f"Job {waiting[0]} has" if len(waiting) == 1 else f"{len(waiting)} jobs have"

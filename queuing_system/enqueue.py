@@ -27,13 +27,15 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from rq.utils import get_call_string, now, utcformat
 
+from queuing_system.bad_data import wrong_types
 from queuing_system.console import REDIS_DOWN, backoff
 from queuing_system.creation_lua import MAX_CHUNK, RECORD_TTL, TOKEN_FIELD, Create, Outcome, Reserve
 from queuing_system.job_settings import JobSettings
 from queuing_system.keys import JOB_CREATION_RECORD, JOB_ID_COUNTER
 from queuing_system.queues import queue_for_priority
-from queuing_system.refusals import refusal
+from queuing_system.refusals import code_of, refusal, said, wrong_type
 from queuing_system.replication import Confirmation
+from queuing_system.steps import Problem
 
 # The job-event callbacks every job carries (RQ's own workers and sweeps call them; ours settle
 # them in the same atomic step that stores the end).
@@ -138,6 +140,15 @@ class _Batch:
             scheduled_at=self._score(),
         ).run(self.queue.connection)
 
+    def kinds(self) -> dict[str, str]:
+        """The keys writing this batch's jobs writes besides the jobs', with the type each must have."""
+        return {
+            JOB_ID_COUNTER: "string",
+            JOB_CREATION_RECORD.format(token=self.token): "hash",
+            self._target_key(): "list" if self._scheduled_at is None else "zset",
+            self.queue.redis_queues_keys: "set",
+        }
+
     def _target_key(self) -> str:
         if self._scheduled_at is None:
             return str(self.queue.key)
@@ -176,23 +187,42 @@ def enqueue(
 
 
 class EnqueueInterruptedError(Exception):
-    """Redis stayed away (or kept refusing): `created` landed, the rest did not."""
+    """Redis stayed away (or kept refusing, or answered an error): `created` landed, the rest did not.
+    `wrong` names the keys of another type, when that was the error."""
 
-    def __init__(self, created: list[Job], wanted: int, error: BaseException) -> None:
+    def __init__(self, created: list[Job], wanted: int, error: BaseException, wrong: Sequence[Problem] = ()) -> None:
         super().__init__(str(error))
         self.created = created
         self.wanted = wanted
         self.error = error
+        self.wrong = list(wrong)
 
     @property
     def why(self) -> str:
-        """`Redis refused the write (<what it said>)`, or `Redis stayed away (<error>)`."""
-        said = refusal(self.error)
-        if said is not None:
-            return f"Redis refused the write ({said})"
+        """`Redis refused the write (<what it said>)`, `Redis key K holds a string, not a list`,
+        `Redis answered with an error (<what it said>)`, or `Redis stayed away (<error>)`."""
+        said_now = refusal(self.error)
+        if said_now is not None:
+            return f"Redis refused the write ({said_now})"
+        if self.wrong:
+            return "; ".join(wrong_type(problem.key, problem.found, problem.wanted) for problem in self.wrong)
         if isinstance(self.error, ResponseError):
-            return f"Redis answered with an error ({self.error})"
+            return f"Redis answered with an error ({said(self.error)})"
         return f"Redis stayed away ({self.error})"
+
+
+def _wrong_keys(queue: Queue, error: BaseException, batch: _Batch | None) -> list[Problem]:
+    """For a WRONGTYPE answer, which of the keys creating jobs writes someone else gave another type
+    (none found, or Redis gone meanwhile: nothing to add to what Redis said)."""
+    if code_of(error) != "WRONGTYPE":
+        return []
+    wanted = {str(queue.key): "list", queue.redis_queues_keys: "set", JOB_ID_COUNTER: "string"}
+    if batch is not None:
+        wanted.update(batch.kinds())
+    try:
+        return wrong_types(queue.connection, wanted)
+    except (*REDIS_DOWN, ResponseError):
+        return []
 
 
 def _chunks(datas: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -245,7 +275,8 @@ def enqueue_many(
                 moment = time.monotonic()
                 deadline = deadline or moment + give_up_after
                 if moment >= deadline or not (isinstance(error, REDIS_DOWN) or refusal(error) is not None):
-                    raise EnqueueInterruptedError(done, len(datas), error) from None
+                    wrong = [] if isinstance(error, REDIS_DOWN) else _wrong_keys(queue, error, batch)
+                    raise EnqueueInterruptedError(done, len(datas), error, wrong) from None
                 retrying(error)
                 time.sleep(min(next(delays), max(0.0, deadline - moment)))
         for job in jobs:

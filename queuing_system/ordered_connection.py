@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 from redis.connection import ConnectionInterface
 from redis.exceptions import ResponseError
+
+from queuing_system.refusals import refusal
+
+# How long progress Redis refused (busy running a script, loading…) is sent again before the next
+# call: progress must land before the job's end, and the end must not wait for it longer than this.
+PROGRESS_PATIENCE = 1.0
 
 
 class OrderedConnection:
@@ -21,6 +28,7 @@ class OrderedConnection:
         self._pool = client.connection_pool
         self._connection: ConnectionInterface | None = None
         self._pending = 0
+        self._sent: list[Sequence[Any]] = []  # the commands sent without their reply read yet
 
     def _connected(self) -> ConnectionInterface:
         if self._connection is None:
@@ -38,11 +46,45 @@ class OrderedConnection:
             self.reset()
             raise
         self._pending += len(commands)
+        self._sent.extend(commands)
 
     def call(self, *args: Any) -> Any:
-        """One command and its reply (after the replies of everything sent before it)."""
+        """One command and its reply (after the replies of everything sent before it: what Redis
+        refused of those is sent again first, for up to PROGRESS_PATIENCE seconds)."""
+        if self._pending:
+            self._send_refused_again(self._read_sent())
         self.send(args)
         return self._reply()
+
+    def _read_sent(self) -> list[Sequence[Any]]:
+        """Read the replies of what was sent (usually in already); the commands Redis refused."""
+        sent, self._sent = self._sent, []
+        refused: list[Sequence[Any]] = []
+        connection = self._connected()
+        try:
+            for command in sent:
+                self._pending -= 1
+                try:
+                    connection.read_response()
+                except ResponseError as error:  # a progress write that failed: the end still counts
+                    if refusal(error) is not None:
+                        refused.append(command)
+        except BaseException:
+            self.reset()
+            raise
+        return refused
+
+    def _send_refused_again(self, refused: list[Sequence[Any]]) -> None:
+        """Refused progress again, waiting for each reply, before the call that may end the job: sent
+        after it, it would come after the end (and be dropped by the creator). Bounded: during a
+        long refusal the end waits for Redis anyway, and progress is best effort."""
+        deadline = time.monotonic() + PROGRESS_PATIENCE
+        delay = 0.02
+        while refused and time.monotonic() < deadline:
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay *= 2
+            self.send(*refused)
+            refused = self._read_sent()
 
     def flush(self) -> None:
         """Wait until Redis has run everything sent so far."""
@@ -57,6 +99,7 @@ class OrderedConnection:
                 with contextlib.suppress(ResponseError):  # a progress write that failed: the end still counts
                     connection.read_response()
             self._pending = 0
+            self._sent = []
             return connection.read_response()
         except ResponseError:
             raise
@@ -67,6 +110,7 @@ class OrderedConnection:
     def reset(self) -> None:
         """Drop the connection (its replies are unknown); the next call opens a new one."""
         self._pending = 0
+        self._sent = []
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 self._connection.disconnect()

@@ -37,8 +37,10 @@ _REFUSAL_CODES = {
 _UNCLASSED_REFUSALS = ("BUSY ", "NOREPLICAS ", "MASTERDOWN ", "LOADING ", "READONLY ", "OOM ")
 
 
-# redis-py prefixes an error inside a pipeline with the command that caused it.
+# redis-py prefixes an error inside a pipeline with the command that caused it (cut at 100 characters,
+# so it may not even name the key); Redis ends an error raised in a Lua script with where it was.
 _PIPELINE_NOTE = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.DOTALL)
+_SCRIPT_NOTE = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?\s*$")
 
 
 # What an error reply means, in a few words, by its code (servers answer them in their JSON 503s).
@@ -66,11 +68,17 @@ def code_of(error: BaseException) -> str:
 
 
 def said(error: BaseException) -> str:
-    """What Redis said, code first (`OOM command not allowed …`), without redis-py's pipeline note,
-    on one line."""
-    text = _PIPELINE_NOTE.sub("", str(error))
+    """What Redis said, code first (`OOM command not allowed …`), without redis-py's pipeline note
+    nor the script location Redis adds, on one line."""
+    text = _SCRIPT_NOTE.sub("", _PIPELINE_NOTE.sub("", str(error)))
     code = code_of(error)
     return clean(text if text.startswith(code) else f"{code} {text}")
+
+
+def wrong_type(key: str, found: str, wanted: str) -> str:
+    """One key someone else gave another type, in words: `Redis key K holds a string, not a list`
+    (what a user can fix, where redis-py only says WRONGTYPE)."""
+    return f"Redis key {clean(key)} holds a {found}, not a {wanted}"
 
 
 def in_words(error: BaseException) -> str:

@@ -149,3 +149,36 @@ def test_an_enqueue_repeated_with_its_token_creates_one_job(rq_connection) -> No
     other = enqueue(queue, RECORD, {"n": 2})
     assert (first.id, again.id, other.id) == ("1", "1", "2")
     assert queue.job_ids == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("key", "wanted"), [(f"rq:queue:{QUEUE_7}", "list"), ("rq:queues", "set")], ids=["queue", "queues"]
+)
+def test_a_key_of_the_wrong_type_is_named_in_one_line(redis_url, r, tmp_path, key, wanted) -> None:
+    """Someone SET the queue (or RQ's set of queues) to a string: the creator names the key and what
+    is wrong, without redis-py's pipeline note nor the script's location."""
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(json.dumps([{"phoneNumber": "4153518743", "message": "m"}]))
+    r.set(key, "garbage")
+    with ScriptProcess("7_job_creator.py", ["--jobs-file", str(jobs)]) as creator:
+        assert creator.wait() == 1
+    assert creator.lines == []
+    assert creator.stderr.splitlines() == [
+        f"Gave up: Redis key {key} holds a string, not a {wanted}; created 0 of 1 jobs, not the other 1"
+    ]
+
+
+def test_what_redis_said_comes_without_redis_pys_notes(rq_connection) -> None:
+    """The words a user sees (refusals.said): Redis's answer alone, whatever the pipeline or script
+    it came through."""
+    import redis
+
+    from queuing_system.refusals import said
+
+    rq_connection.set("a string", "x")
+    with rq_connection.pipeline(transaction=False) as pipeline:
+        pipeline.eval("return redis.call('LPUSH', KEYS[1], 'v')", 1, "a string")
+        with pytest.raises(redis.exceptions.ResponseError) as raised:
+            pipeline.execute()
+    assert str(raised.value).startswith("Command # 1 (EVAL")  # what redis-py says
+    assert said(raised.value) == "WRONGTYPE Operation against a key holding the wrong kind of value"

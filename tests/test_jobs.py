@@ -334,3 +334,94 @@ def test_a_creator_whose_connection_is_cut_catches_up_at_once(redis_url, rq_conn
             stop.set()
             noise.join()
     assert seen == ["completed"]
+
+
+def _follow(events: JobEvents, job, seen: list[str]) -> None:
+    events.on(job, JobEvent.COMPLETED, lambda _: seen.append(f"{job.id} completed"))
+    events.on(job, JobEvent.FAILED, lambda error: seen.append(f"{job.id} failed: {error}"))
+
+
+def test_a_job_key_of_the_wrong_type_is_reported_once_and_the_others_go_on(redis_url, rq_connection, r) -> None:
+    """Someone SETs rq:job:<id> to a string: that job is reported once, its key named; the other
+    jobs' ends are still found (one bad key does not stop the creator)."""
+    queue = job_queue(QUEUE_6, rq_connection)
+    jobs = [enqueue(queue, PROCESS_6, {"phoneNumber": str(n), "message": "m"}) for n in range(3)]
+    seen: list[str] = []
+    with JobEvents(rq_connection, serializer=JSONSerializer) as events:
+        for job in jobs:
+            _follow(events, job, seen)
+        r.set(jobs[1].key, "garbage")
+        for job in (jobs[0], jobs[2]):
+            r.hset(job.key, "status", JobStatus.FINISHED.value)  # their events were missed
+        ids = [job.id for job in jobs]
+        events.catch_up(ids)
+        events.catch_up(ids)  # asked again: nothing is said twice
+        # An event for it without a token (its stored token is looked up) changes nothing either.
+        rq_connection.publish("queuing:job_events", f'{{"id": "{jobs[1].id}", "event": "completed"}}')
+        events.pump(timeout=0.5)
+    assert seen == [
+        f"{jobs[0].id} completed",
+        f"{jobs[1].id} failed: Redis key rq:job:{jobs[1].id} holds a string, not a hash",
+        f"{jobs[2].id} completed",
+    ]
+
+
+def test_7_creator_with_a_job_key_overwritten_reports_it_and_hears_the_rest(redis_url, r, tmp_path) -> None:
+    """The attack's reproduction: rq:job:2 SET to a string before a processor starts. The creator
+    names that key once, hears jobs 1 and 3 end, and exits 0 (it used to die saying it was not
+    connected)."""
+    import json
+
+    path = tmp_path / "jobs.json"
+    path.write_text(json.dumps([{"phoneNumber": f"415555010{n}", "message": "m"} for n in range(3)]))
+    with ScriptProcess("7_job_creator.py", ["--jobs-file", str(path)]) as creator:
+        creator.wait_for_line("Notification job created: 3")
+        r.set("rq:job:2", "garbage")
+        with ScriptProcess("7_job_processor.py") as processor:
+            assert creator.wait() == 0
+            processor.stop()
+    assert creator.lines[:3] == [f"Notification job created: {n}" for n in range(1, 4)]
+    assert creator_lines_by_job(creator.lines[3:]) == {
+        "1": [f"Notification job 1 {line}" for line in ("0% complete", "50% complete", "completed")],
+        "2": ["Notification job 2 failed: Redis key rq:job:2 holds a string, not a hash"],
+        "3": [f"Notification job 3 {line}" for line in ("0% complete", "50% complete", "completed")],
+    }
+    assert creator.stderr == ""
+
+
+def test_a_job_whose_meta_is_unreadable_is_followed_by_its_id(redis_url, rq_connection, r, capsys) -> None:
+    """Its meta overwritten with something that is not JSON: the creator cannot check its creation
+    token, says so once (stderr), and reports how it really ended, never "no longer exists"."""
+    queue = job_queue(QUEUE_6, rq_connection)
+    failed, finished = (enqueue(queue, PROCESS_6, {"phoneNumber": str(n), "message": "m"}) for n in range(2))
+    seen: list[str] = []
+    with JobEvents(rq_connection, serializer=JSONSerializer) as events:
+        for job in (failed, finished):
+            _follow(events, job, seen)
+            r.hset(job.key, "meta", "not json")
+        r.hset(failed.key, "status", JobStatus.FAILED.value)
+        events.catch_up([failed.id, finished.id])  # the finished one is not finished yet: still waited for
+        # Its end event, published by a processor that could not read the meta either (no token).
+        rq_connection.publish("queuing:job_events", f'{{"id": "{finished.id}", "event": "completed"}}')
+        events.pump(timeout=0.5)
+    assert seen == [f"{failed.id} failed: Job failed", f"{finished.id} completed"]
+    assert capsys.readouterr().err.splitlines() == [
+        f"Job {job.id}: its meta in Redis key rq:job:{job.id} is not readable, so whose job it is cannot be "
+        "checked: followed by its id"
+        for job in (failed, finished)
+    ]
+
+
+def test_6_creator_with_no_processor_and_its_job_key_overwritten(redis_url, r) -> None:
+    """No processor, and rq:job:1 SET to a string: the "not started" hint, looking at that job, does
+    not kill the creator (it died saying it was not connected); the job's end is reported once, in
+    task 6's own words (task 7's name the key: see above)."""
+    with ScriptProcess("6_job_creator.py") as creator:
+        creator.wait_for_line("Notification job created: 1")
+        r.set("rq:job:1", "garbage")
+        assert creator.wait(30) == 0
+    assert creator.lines == [
+        "Notification job created: 1",
+        "Notification job failed",
+    ]
+    assert creator.stderr == ""
