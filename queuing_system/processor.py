@@ -104,6 +104,9 @@ from queuing_system.steward import LoopState, Steward
 
 log = logging.getLogger("rq.worker")
 
+# Seconds a stopping processor keeps trying to settle the job in hand while Redis is away or refusing.
+STOP_SETTLE_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class ProcessorSettings:
@@ -240,10 +243,13 @@ class Processor:
                     # repeated, so say it, back off, and repeat. Stopping meanwhile: a few seconds to
                     # settle the job in hand, then leave (what we still hold comes back to the queues
                     # when our lease lapses).
-                    if self.state.stopping and (pending is None or time.monotonic() - self.state.stop_requested_at > 5):
-                        break
+                    deadline = None
+                    if self.state.stopping:
+                        deadline = self.state.stop_requested_at + STOP_SETTLE_SECONDS
+                        if pending is None or time.monotonic() >= deadline:
+                            break
                     self.line.reset()
-                    reconnection.failed(error)
+                    reconnection.failed(error, deadline)
         finally:
             self._end()
         return worked
