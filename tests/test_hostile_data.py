@@ -14,7 +14,7 @@ from rq.job import JobStatus
 
 from queuing_system.jobs import enqueue_many, job_queue
 from queuing_system.keys import JOB_EVENTS_CHANNEL, QUEUE_7
-from queuing_system.processes import ScriptProcess
+from queuing_system.processes import ScriptProcess, run_script
 from queuing_system.processor import Processor, ProcessorSettings
 from queuing_system.steps import GiveBack, Problem, Recover, Recovered
 from tests.job_helpers import FAST
@@ -195,3 +195,25 @@ def test_a_job_whose_end_cannot_be_stored_for_a_reason_other_than_redis_fails_wi
     run_burst(rq_connection, {HOLD: hold}, record_failure=broken)
     assert statuses(rq_connection, 2) == [b"failed", b"finished"]
     assert not rq_connection.zcard(f"rq:wip:{QUEUE}") and not rq_connection.keys("queuing:running:*")
+
+
+def test_the_monitor_names_a_wrong_type_queue_key_on_its_row_and_shows_the_rest(redis_url, rq_connection) -> None:
+    """One queue key of the wrong type broke the whole snapshot (`--once`: the not-connected line,
+    exit 1; live: a refusal every second and nothing shown)."""
+    for name in ("a", "b", "c"):
+        enqueue_many(job_queue(name, rq_connection), HOLD, [0])
+    plant(rq_connection, "rq:queue:b", "string")
+    plant(rq_connection, "rq:wip:c", "hash")
+    code, lines, stderr = run_script("-m", ["queuing_system.monitor", "--once"])
+    assert (code, stderr) == (0, "")
+    assert lines[1:] == [
+        f"{'queue':<32}    queued   started scheduled  deferred  finished    failed",
+        f"{'a':<32}         1         0         0         0         0         0",
+        f"{'b':<32}Redis key rq:queue:b holds a string, not a list",
+        f"{'c':<32}Redis key rq:wip:c holds a hash, not a zset",
+        "workers: 0",
+    ]
+    plant(rq_connection, "rq:workers", "string")
+    code, lines, stderr = run_script("-m", ["queuing_system.monitor", "--once"])
+    assert (code, stderr) == (0, "")
+    assert lines[-1] == "workers: Redis key rq:workers holds a string, not a set"
