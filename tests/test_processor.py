@@ -14,6 +14,7 @@ from rq import SimpleWorker
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
+from queuing_system.idle import QueueWatch
 from queuing_system.job_run import OfferedJob
 from queuing_system.jobs import JobSettings, enqueue, enqueue_many, job_queue, queues_by_priority
 from queuing_system.ordered_connection import OrderedConnection
@@ -244,3 +245,16 @@ def test_a_stopping_processor_backs_off_while_redis_refuses(redis_url, rq_connec
         line.startswith("Redis refused a command: READONLY You can't write against a read only") for line in lines
     )
     assert 2 <= len(lines) <= 8
+
+
+def test_the_idle_watch_survives_any_number_of_refusals(redis_url, rq_connection) -> None:
+    """Each refused wait drops its connection; it is connected again, never made anew."""
+    client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(redis_url, max_connections=2))
+    watch = QueueWatch(client, [f"rq:queue:{QUEUE}"], "queuing:claimed:w")
+    with read_only(rq_connection):  # BLMOVE writes: refused
+        for _ in range(5):
+            with pytest.raises(redis.exceptions.ReadOnlyError):
+                watch.wait(1, threading.Event())
+    rq_connection.rpush(f"rq:queue:{QUEUE}", "1")
+    assert watch.wait(1, threading.Event()) is True
+    watch.close()
