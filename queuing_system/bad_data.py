@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 import redis
+from rq.job import Job
 from rq.utils import as_text
 
 from queuing_system.console import clean, say
@@ -31,6 +32,17 @@ def bad_seconds_field(fields: Mapping[bytes, bytes]) -> str | None:
         if not _WHOLE.fullmatch(raw) or not -1 <= int(raw) <= MOST_SECONDS:
             value = clean(raw.decode(errors="replace"))
             return f"its {name.decode()} {value!r} is not a whole number of seconds from -1 to {MOST_SECONDS}"
+    return None
+
+
+def bad_meta(job: Job) -> str | None:
+    """Why a restored job's meta cannot be used (RQ keeps meta it cannot read as a placeholder that
+    only survives being written back untouched, and every end adds to meta), or None when it is a
+    JSON object."""
+    if getattr(job, "_unreadable_meta", None) is not None:
+        return "its meta is not JSON"
+    if not isinstance(job.meta, dict):
+        return "its meta is not a JSON object"
     return None
 
 

@@ -86,6 +86,9 @@ class QueueWatch:
         self.client = self._client = client
         self._queue_keys = list(queue_keys)
         self._claimed = claimed
+        # One connection per key, made once and connected again after each drop: the pool counts what
+        # it makes against its max_connections and never forgets it (a new one per fault ran out).
+        self._made: dict[str, ConnectionInterface] = {}
         self._connections: dict[str, tuple[ConnectionInterface, int]] = {}
 
     def keys_used(self) -> dict[str, str]:
@@ -94,10 +97,16 @@ class QueueWatch:
 
     def _connection(self, key: str) -> tuple[ConnectionInterface, int]:
         if key not in self._connections:
-            connection = self._client.connection_pool.make_connection()
-            connection.connect()
-            connection.send_command("CLIENT", "ID")
-            self._connections[key] = (connection, int(connection.read_response()))
+            if key not in self._made:
+                self._made[key] = self._client.connection_pool.make_connection()
+            connection = self._made[key]
+            try:
+                connection.connect()
+                connection.send_command("CLIENT", "ID")
+                self._connections[key] = (connection, int(connection.read_response()))
+            except BaseException:
+                connection.disconnect()
+                raise
         return self._connections[key]
 
     def wait(self, seconds: int, stop: threading.Event, tick: Callable[[], object] = lambda: None) -> bool:
@@ -170,6 +179,7 @@ class QueueWatch:
     def close(self) -> None:
         for key in list(self._connections):
             self._drop(key)
+        self._made.clear()
 
 
 class IdleWait:

@@ -50,6 +50,7 @@ class JobRun:
     recorded: bool = False  # its end is stored (RQ did it); only the release and the announcement remain
     event: str = ""  # the job event to publish with the release
     announce: Callable[[], None] | None = None  # an offered callback, called once the end is stored
+    unsettleable: str = ""  # why settling it failed other than through Redis: it is failed as it stands
 
     @property
     def execution_ref(self) -> str:

@@ -31,10 +31,12 @@ class OrderedConnection:
         self._sent: list[Sequence[Any]] = []  # the commands sent without their reply read yet
 
     def _connected(self) -> ConnectionInterface:
+        # One connection made once and reconnected after each reset: the pool counts every
+        # connection it makes against its max_connections (100 by default) and never forgets it, so
+        # a new one per reset ran out after a hundred faults ("Too many connections" for good).
         if self._connection is None:
-            connection = self._pool.make_connection()
-            connection.connect()
-            self._connection = connection
+            self._connection = self._pool.make_connection()
+        self._connection.connect()  # nothing to do while connected
         return self._connection
 
     def send(self, *commands: Sequence[Any]) -> None:
@@ -108,10 +110,9 @@ class OrderedConnection:
             raise
 
     def reset(self) -> None:
-        """Drop the connection (its replies are unknown); the next call opens a new one."""
+        """Drop the connection (its replies are unknown); the next call connects it again."""
         self._pending = 0
         self._sent = []
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 self._connection.disconnect()
-            self._connection = None

@@ -86,7 +86,7 @@ from rq.timeouts import TimerDeathPenalty, UnixSignalDeathPenalty
 from rq.worker import BaseWorker
 
 from queuing_system import keys
-from queuing_system.bad_data import BadKeys, bad_seconds_field
+from queuing_system.bad_data import BadKeys, bad_meta, bad_seconds_field
 from queuing_system.idle import IdleTurns, IdleWait, QueueWatch
 from queuing_system.job_run import EVENT_CALLBACKS, JobRun, Offer, OfferedJob, now
 from queuing_system.jobs import queues_by_priority
@@ -103,6 +103,9 @@ from queuing_system.steps import Advance, GiveBack, Settled, Settlement
 from queuing_system.steward import LoopState, Steward
 
 log = logging.getLogger("rq.worker")
+
+# Seconds a stopping processor keeps trying to settle the job in hand while Redis is away or refusing.
+STOP_SETTLE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -220,8 +223,7 @@ class Processor:
                 try:
                     if not self._registered:
                         self.register()
-                    if pending is not None and pending.exc_info is not None and not pending.recorded:
-                        self.records.record_failure(pending)
+                    pending = self._record_ahead(pending)
                     self.upkeep.when_due()
                     pending, next_job = self._advance(pending)
                     reconnection.succeeded()
@@ -240,13 +242,34 @@ class Processor:
                     # repeated, so say it, back off, and repeat. Stopping meanwhile: a few seconds to
                     # settle the job in hand, then leave (what we still hold comes back to the queues
                     # when our lease lapses).
-                    if self.state.stopping and (pending is None or time.monotonic() - self.state.stop_requested_at > 5):
-                        break
+                    deadline = None
+                    if self.state.stopping:
+                        deadline = self.state.stop_requested_at + STOP_SETTLE_SECONDS
+                        if pending is None or time.monotonic() >= deadline:
+                            break
                     self.line.reset()
-                    reconnection.failed(error)
+                    reconnection.failed(error, deadline)
+                except Exception as error:
+                    # Not Redis: something in the job in hand that settling cannot handle (data someone
+                    # else wrote, a result RQ cannot store…). It fails with that reason instead of
+                    # taking the worker down with it and staying started for good.
+                    if pending is None or pending.unsettleable:
+                        raise
+                    self.line.reset()
+                    pending.unsettleable = f"{type(error).__name__}: {error}"
         finally:
             self._end()
         return worked
+
+    def _record_ahead(self, run: JobRun | None) -> JobRun | None:
+        """What settling `run` needs before the step: its failure stored through RQ; or, when that
+        could not be done (not for Redis), the job failed as it stands. Returns what the step settles."""
+        if run is not None and run.unsettleable:
+            self.records.fail_unsettleable(run)
+            return None
+        if run is not None and run.exc_info is not None and not run.recorded:
+            self.records.record_failure(run)
+        return run
 
     def _end(self) -> None:
         """Give back what was claimed and not started, and leave (quietly, even with Redis away)."""
@@ -310,6 +333,7 @@ class Processor:
         try:
             if reason is None:
                 job.restore(started.fields)
+                reason = bad_meta(job)
         except Exception as error:  # a hash written by someone else, in a form RQ cannot read
             reason = f"{type(error).__name__}: {error}"
         if reason is not None:

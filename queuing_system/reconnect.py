@@ -4,6 +4,7 @@ long-running processes, and the one line each kind of fault gets."""
 from __future__ import annotations
 
 import threading
+import time
 
 from redis.exceptions import RedisError
 
@@ -36,14 +37,21 @@ class Reconnection:
         self._stop = stop if stop is not None else threading.Event()
         self._delays = backoff()
 
-    def failed(self, error: BaseException) -> None:
+    def failed(self, error: BaseException, deadline: float | None = None) -> None:
         """Say what went wrong, then wait before the next attempt."""
         say_fault(error)
-        self.wait()
+        self.wait(deadline)
 
-    def wait(self) -> None:
-        """Wait the next delay (at once when a stop is requested)."""
-        self._stop.wait(next(self._delays))
+    def wait(self, deadline: float | None = None) -> None:
+        """Wait the next delay (at once when a stop is requested). With a `deadline` (a
+        `time.monotonic()` instant: already stopping, a last few seconds to finish), the whole delay
+        whatever the stop says, up to the deadline: a stop already requested must not make every
+        attempt follow the last at once."""
+        delay = next(self._delays)
+        if deadline is None:
+            self._stop.wait(delay)
+        else:
+            time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
 
     def succeeded(self) -> None:
         self._delays = backoff()

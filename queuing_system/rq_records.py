@@ -111,10 +111,19 @@ class RqRecords:
 
     def fail_unreadable(self, job_id: str, execution_id: str, reason: str) -> None:
         """A job RQ cannot even read cannot go through RQ's failure path: mark it failed here, once."""
+        self._fail_here(job_id, execution_id, f"Job data cannot be read: {reason}")
+
+    def fail_unsettleable(self, run: JobRun) -> None:
+        """A job whose end could not be stored other than through Redis (`run.unsettleable`): failed
+        here, as `fail_unreadable` does, unless a sweep took it over meanwhile."""
+        if not StillMine(self.name, self.lease, run.execution_ref).run(self.line.call):
+            return
+        self._fail_here(run.job.id, run.execution_id, f"Job could not be settled: {run.unsettleable}")
+
+    def _fail_here(self, job_id: str, execution_id: str, message: str) -> None:
         ref = f"{job_id}:{execution_id}"
         key = RQ.job(job_id)
         origin = as_text(self.connection.hget(key, "origin") or b"")
-        message = f"Job data cannot be read: {reason}"
         with self.connection.pipeline() as pipeline:
             pipeline.hset(key, mapping={"status": JobStatus.FAILED.value, "ended_at": utcformat(now())})
             pipeline.zadd(RQ.failed(origin), {job_id: time.time() + JobSettings.failure_ttl})

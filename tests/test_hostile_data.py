@@ -13,10 +13,12 @@ import redis
 from rq.job import JobStatus
 
 from queuing_system.jobs import enqueue_many, job_queue
-from queuing_system.keys import QUEUE_7
-from queuing_system.processes import ScriptProcess
+from queuing_system.keys import JOB_EVENTS_CHANNEL, QUEUE_7
+from queuing_system.processes import ScriptProcess, run_script
+from queuing_system.processor import Processor, ProcessorSettings
 from queuing_system.steps import GiveBack, Problem, Recover, Recovered
 from tests.job_helpers import FAST
+from tests.jobs_for_tests import HOLD, STARTED_KEY, hold
 from tests.test_faults import Ends, assert_nothing_left_behind, jobs_file, sent_numbers
 from tests.test_processor import QUEUE, advance
 
@@ -145,3 +147,73 @@ def test_a_key_of_the_wrong_type_is_named_and_ridden_out(redis_url, rq_connectio
     )
     assert processor.stderr == ""
     assert_nothing_left_behind(rq_connection)
+
+
+def run_burst(connection: redis.Redis, functions: dict, **changes) -> Processor:
+    processor = Processor(
+        QUEUE, connection, functions=functions, in_thread=True, settings=ProcessorSettings(maintenance_interval=600)
+    )
+    for name, value in changes.items():
+        setattr(processor.records, name, value)
+    processor.work(burst=True)
+    return processor
+
+
+def statuses(connection: redis.Redis, count: int) -> list[bytes | None]:
+    return [connection.hget(f"rq:job:{n}", "status") for n in range(1, count + 1)]
+
+
+@pytest.mark.parametrize(
+    "meta, reason", [(b"not json", "its meta is not JSON"), (b"[1, 2]", "its meta is not a JSON object")]
+)
+def test_a_job_whose_meta_is_not_a_json_object_fails_with_its_reason(rq_connection, meta, reason) -> None:
+    """RQ keeps meta it cannot read as a placeholder that cannot be written once a key is added (and
+    every end adds one): the worker crashed and the job stayed started for good."""
+    enqueue_many(job_queue(QUEUE, rq_connection), HOLD, [0, 0, 0])
+    rq_connection.hset("rq:job:2", "meta", meta)
+    events = rq_connection.pubsub(ignore_subscribe_messages=True)
+    events.subscribe(JOB_EVENTS_CHANNEL)
+    assert events.get_message(timeout=5) is None  # the confirmation (ignored): subscribed from here on
+    run_burst(rq_connection, {HOLD: hold})
+    assert statuses(rq_connection, 3) == [b"finished", b"failed", b"finished"]
+    assert rq_connection.lrange(STARTED_KEY, 0, -1) == [b"1", b"3"]  # the bad one never ran
+    said = [json.loads(message["data"]) for message in iter(lambda: events.get_message(timeout=0.1), None)]
+    assert [entry for entry in said if entry["id"] == "2"] == [
+        {"id": "2", "event": "failed", "value": f"Job data cannot be read: {reason}"}
+    ]
+    assert not rq_connection.zcard(f"rq:wip:{QUEUE}") and not rq_connection.keys("queuing:running:*")
+
+
+def test_a_job_whose_end_cannot_be_stored_for_a_reason_other_than_redis_fails_with_it(rq_connection) -> None:
+    """Anything but Redis going wrong while settling one job fails that job with the reason, instead of
+    taking the worker down and leaving the job started for good."""
+    enqueue_many(job_queue(QUEUE, rq_connection), HOLD, ["not a number", 0])
+
+    def broken(run) -> None:
+        raise TypeError("Object of type bytes is not JSON serializable")
+
+    run_burst(rq_connection, {HOLD: hold}, record_failure=broken)
+    assert statuses(rq_connection, 2) == [b"failed", b"finished"]
+    assert not rq_connection.zcard(f"rq:wip:{QUEUE}") and not rq_connection.keys("queuing:running:*")
+
+
+def test_the_monitor_names_a_wrong_type_queue_key_on_its_row_and_shows_the_rest(redis_url, rq_connection) -> None:
+    """One queue key of the wrong type broke the whole snapshot (`--once`: the not-connected line,
+    exit 1; live: a refusal every second and nothing shown)."""
+    for name in ("a", "b", "c"):
+        enqueue_many(job_queue(name, rq_connection), HOLD, [0])
+    plant(rq_connection, "rq:queue:b", "string")
+    plant(rq_connection, "rq:wip:c", "hash")
+    code, lines, stderr = run_script("-m", ["queuing_system.monitor", "--once"])
+    assert (code, stderr) == (0, "")
+    assert lines[1:] == [
+        f"{'queue':<32}    queued   started scheduled  deferred  finished    failed",
+        f"{'a':<32}         1         0         0         0         0         0",
+        f"{'b':<32}Redis key rq:queue:b holds a string, not a list",
+        f"{'c':<32}Redis key rq:wip:c holds a hash, not a zset",
+        "workers: 0",
+    ]
+    plant(rq_connection, "rq:workers", "string")
+    code, lines, stderr = run_script("-m", ["queuing_system.monitor", "--once"])
+    assert (code, stderr) == (0, "")
+    assert lines[-1] == "workers: Redis key rq:workers holds a string, not a set"

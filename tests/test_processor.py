@@ -14,13 +14,16 @@ from rq import SimpleWorker
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
+from queuing_system.idle import QueueWatch
 from queuing_system.job_run import OfferedJob
 from queuing_system.jobs import JobSettings, enqueue, enqueue_many, job_queue, queues_by_priority
+from queuing_system.ordered_connection import OrderedConnection
 from queuing_system.processes import ScriptProcess, run_script
-from queuing_system.processor import Processor, ProcessorSettings
+from queuing_system.processor import STOP_SETTLE_SECONDS, Processor, ProcessorSettings
 from queuing_system.steps import Advance, AdvanceReply, GiveBack, Recover, Recovered, Settled
 from tests.job_helpers import eventually, fetch
 from tests.jobs_for_tests import HOLD, RECORD, SNAPSHOT_KEY, STARTED_KEY, hold, record_what_redis_holds, redis_picture
+from tests.test_refusals import read_only
 
 QUEUE = "compat"
 
@@ -214,3 +217,44 @@ def test_task_7_under_another_rq_key_prefix_writes_nothing_under_rq(redis_url, r
     assert rq_connection.keys("rq:*") == []
     assert rq_connection.zcard(f"{prefix}:finished:push_notification_code_2") == 9
     assert rq_connection.zcard(f"{prefix}:failed:push_notification_code_2") == 2
+
+
+def test_the_loops_connection_survives_any_number_of_faults(redis_url) -> None:
+    """Each fault resets the loop's connection; it is connected again, never made anew (the pool
+    counts what it makes against its max_connections, and a hundred faults left it with none)."""
+    client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(redis_url, max_connections=2))
+    line = OrderedConnection(client)
+    for _ in range(5):
+        assert line.call("PING") == b"PONG"
+        line.reset()
+
+
+@pytest.mark.slow
+def test_a_stopping_processor_backs_off_while_redis_refuses(redis_url, rq_connection, capsys) -> None:
+    """Stopped with a job in hand and Redis read-only: it tries to settle that job for a few seconds,
+    a line per attempt with the usual growing waits (it was thousands of lines, then
+    `Too many connections`)."""
+    processor, _, thread = slow_batch(rq_connection, hold_limit=60.0)
+    processor.request_stop_from_thread()
+    eventually(lambda: processor.state.stopping)
+    with read_only(rq_connection):
+        thread.join(STOP_SETTLE_SECONDS + 5)
+        assert not thread.is_alive()
+    lines = capsys.readouterr().out.splitlines()
+    assert all(
+        line.startswith("Redis refused a command: READONLY You can't write against a read only") for line in lines
+    )
+    assert 2 <= len(lines) <= 8
+
+
+def test_the_idle_watch_survives_any_number_of_refusals(redis_url, rq_connection) -> None:
+    """Each refused wait drops its connection; it is connected again, never made anew."""
+    client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(redis_url, max_connections=2))
+    watch = QueueWatch(client, [f"rq:queue:{QUEUE}"], "queuing:claimed:w")
+    with read_only(rq_connection):  # BLMOVE writes: refused
+        for _ in range(5):
+            with pytest.raises(redis.exceptions.ReadOnlyError):
+                watch.wait(1, threading.Event())
+    rq_connection.rpush(f"rq:queue:{QUEUE}", "1")
+    assert watch.wait(1, threading.Event()) is True
+    watch.close()
