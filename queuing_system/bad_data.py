@@ -9,10 +9,12 @@ import time
 from collections.abc import Iterable, Mapping
 
 import redis
+from redis.exceptions import RedisError, ResponseError
 from rq.job import Job
 from rq.utils import as_text
 
 from queuing_system.console import clean, say
+from queuing_system.refusals import code_of
 from queuing_system.steps import MOST_SECONDS, Problem
 
 # Job fields RQ reads as whole seconds (RQ itself always stores them as whole numbers).
@@ -66,6 +68,18 @@ class BadKeys:
     def __init__(self) -> None:
         self._said: dict[Problem, float] = {}
         self._lock = threading.Lock()
+
+    def named(self, connection: redis.Redis, error: BaseException, wanted: Mapping[str, str]) -> bool:
+        """For a WRONGTYPE that came without its key: the one(s) among `wanted` of the wrong type are
+        named (True), as the steps name them; False when none is (or Redis cannot say)."""
+        if not isinstance(error, ResponseError) or code_of(error) != "WRONGTYPE":
+            return False
+        try:
+            problems = wrong_types(connection, wanted)
+        except RedisError:
+            return False
+        self.report(problems)
+        return bool(problems)
 
     def report(self, problems: Iterable[Problem]) -> None:
         now = time.monotonic()

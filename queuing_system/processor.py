@@ -248,7 +248,10 @@ class Processor:
                         if pending is None or time.monotonic() >= deadline:
                             break
                     self.line.reset()
-                    reconnection.failed(error, deadline)
+                    if self.bad_keys.named(self.connection, error, self.records.keys_used()):
+                        reconnection.wait(deadline)  # said: a key to fix, not Redis refusing
+                    else:
+                        reconnection.failed(error, deadline)
                 except Exception as error:
                     # Not Redis: something in the job in hand that settling cannot handle (data someone
                     # else wrote, a result RQ cannot store…). It fails with that reason instead of

@@ -59,6 +59,13 @@ class RqRecords:
         except ResponseError:  # then no sweep can recover our claims: it is said, and we go on serving
             self._name_wrong_types({keys.CLAIMERS: "set"}, bad_keys)
 
+    def keys_used(self) -> dict[str, str]:
+        """The keys the loop writes, with the type each must have (to name one behind a WRONGTYPE)."""
+        names = self.rq_worker.queue_names()
+        wanted = {RQ.queue(name): "list" for name in names} | {RQ.wip(name): "zset" for name in names}
+        wanted |= {keys.claimed_key(self.name): "list", keys.CLAIMERS: "set", RQ.workers: "set"}
+        return wanted | {RQ.workers_of(name): "set" for name in names} | {self.rq_worker.key: "hash"}
+
     def _name_wrong_types(self, wanted: dict[str, str], bad_keys: BadKeys) -> None:
         """Say which of `wanted` has the wrong type; re-raise the error in hand when none has."""
         problems = wrong_types(self.connection, wanted)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 
 import pytest
 import redis
@@ -17,7 +18,7 @@ from queuing_system.keys import JOB_EVENTS_CHANNEL, QUEUE_7
 from queuing_system.processes import ScriptProcess, run_script
 from queuing_system.processor import Processor, ProcessorSettings
 from queuing_system.steps import GiveBack, Problem, Recover, Recovered
-from tests.job_helpers import FAST
+from tests.job_helpers import FAST, eventually
 from tests.jobs_for_tests import HOLD, STARTED_KEY, hold
 from tests.test_faults import Ends, assert_nothing_left_behind, jobs_file, sent_numbers
 from tests.test_processor import QUEUE, advance
@@ -217,3 +218,22 @@ def test_the_monitor_names_a_wrong_type_queue_key_on_its_row_and_shows_the_rest(
     code, lines, stderr = run_script("-m", ["queuing_system.monitor", "--once"])
     assert (code, stderr) == (0, "")
     assert lines[-1] == "workers: Redis key rq:workers holds a string, not a set"
+
+
+def test_a_wrong_type_behind_a_bare_wrongtype_is_named_once(rq_connection, capsys) -> None:
+    """A path that meets a key of the wrong type without naming it (here RQ's registration, on our own
+    worker key) gets the line every step says, once, not `Redis refused a command: WRONGTYPE …` at
+    each attempt; the processor carries on once the key is fixed."""
+    processor = Processor(QUEUE, rq_connection, functions={}, in_thread=True)
+    worker_key = f"rq:worker:{processor.name}"
+    rq_connection.set(worker_key, "not a worker")
+    thread = threading.Thread(target=processor.work, kwargs={"burst": True})
+    thread.start()
+    said: list[str] = []
+    bad = f"Redis key {worker_key} holds a string, not a hash: left alone (what needs it waits until it is fixed)"
+    eventually(lambda: said.extend(capsys.readouterr().out.splitlines()) or bad in said)
+    rq_connection.delete(worker_key)
+    thread.join(15)
+    assert not thread.is_alive()
+    said.extend(capsys.readouterr().out.splitlines())
+    assert said == [bad]
