@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import contextvars
 import json
-import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Literal
+from typing import Any
 
 import redis
 from rq.exceptions import AbandonedJobError
@@ -38,7 +36,8 @@ from rq.utils import as_text
 from queuing_system.console import REDIS_DOWN, backoff, clean
 from queuing_system.creation_lua import TOKEN_FIELD
 from queuing_system.keys import JOB_EVENTS_CHANNEL
-from queuing_system.refusals import code_of, refusal, say_why_not_yet
+from queuing_system.refusals import refusal, say_why_not_yet
+from queuing_system.stored_jobs import UNCHECKED, Stored, StoredJobs, WrongType
 
 
 class JobEvent(str, Enum):
@@ -137,24 +136,6 @@ Handler = Callable[[Any], None]
 Event = tuple[str, JobEvent, Any, "str | None"]  # job id, event, value, token (None: not carried)
 
 
-class _Unchecked(Enum):
-    UNCHECKED = "unchecked"
-
-
-# A job's stored creation token: the token, None (the job is not there, or cannot be read at all), or
-# UNCHECKED: its meta is missing, unreadable or tokenless (someone else wrote it). Only another creator
-# run's token says "not ours"; an unreadable meta says nothing of whose job it is.
-UNCHECKED = _Unchecked.UNCHECKED
-Stored = str | None | Literal[_Unchecked.UNCHECKED]
-
-
-@dataclass(frozen=True)
-class WrongType:
-    """A job key someone else gave another type (`kind`, as TYPE answers): the job cannot be read."""
-
-    kind: str
-
-
 def _numeric_first(job_id: str) -> tuple[int, str]:
     return (int(job_id), "") if job_id.isdigit() else (0, job_id)
 
@@ -193,7 +174,7 @@ class JobEvents:
         self._newly_ended: list[str] = []  # drained by wait_until_ended: no rescans of thousands of ids
         self._heard_ours = False  # an event of a job we follow arrived since this was last cleared
         self._reconnected = False  # redis-py resubscribed on a new connection: events may have been missed
-        self._unchecked: set[str] = set()  # jobs whose stored token could not be checked (said once)
+        self._stored = StoredJobs(connection, self._serializer)
         self._pubsub = self._subscribe()
 
     def _subscribe(self, timeout: float = 10.0) -> redis.client.PubSub:
@@ -262,55 +243,8 @@ class JobEvents:
         wanted = [job_id for job_id in job_ids if job_id in self._tokens and job_id not in self._ended]
         if not wanted:
             return {}
-        metas = self._read(wanted, "meta")
-        return {job_id: self._token_in(job_id, meta) for job_id, meta in zip(wanted, metas, strict=True)}
-
-    def _read(self, job_ids: list[str], *fields: str) -> list[Any]:
-        """Each job's `fields` (HMGET), or, for a job whose key is not a hash, what it holds instead
-        (a `WrongType`): one bad key someone else wrote is that job's problem, not all the others'.
-        Any other error (Redis refusing, away) goes up as it would without a pipeline."""
-        with self._connection.pipeline(transaction=False) as pipeline:
-            for job_id in job_ids:
-                pipeline.hmget(Job.key_for(job_id), *fields)
-            rows = pipeline.execute(raise_on_error=False)
-        wrong = [job_id for job_id, row in zip(job_ids, rows, strict=True) if isinstance(row, Exception)]
-        for row in rows:
-            if isinstance(row, Exception) and code_of(row) != "WRONGTYPE":
-                raise row
-        if not wrong:
-            return [row[0] if len(fields) == 1 else row for row in rows]
-        with self._connection.pipeline(transaction=False) as pipeline:
-            for job_id in wrong:
-                pipeline.type(Job.key_for(job_id))
-            kinds = dict(zip(wrong, (as_text(kind) for kind in pipeline.execute()), strict=True))
-        return [
-            WrongType(kinds[job_id]) if job_id in kinds else (row[0] if len(fields) == 1 else row)
-            for job_id, row in zip(job_ids, rows, strict=True)
-        ]
-
-    def _token_in(self, job_id: str, meta: Any) -> Stored:
-        """The creation token in a job's stored meta: None when there is no meta (nor job) to read;
-        UNCHECKED, said once per job, when the meta is not readable or carries no token (someone else
-        wrote it: it tells nothing of whose job it is)."""
-        if not meta or isinstance(meta, WrongType):
-            return None  # gone, or not a job at all (catch_up says which)
-        try:
-            loaded = self._serializer.loads(meta)
-        except Exception:
-            loaded = None
-        if isinstance(loaded, dict) and isinstance(loaded.get(TOKEN_FIELD), str):
-            token: str = loaded[TOKEN_FIELD]
-            return token
-        if job_id not in self._unchecked:
-            self._unchecked.add(job_id)
-            why = "carries no creation token" if isinstance(loaded, dict) else "is not readable"
-            print(
-                f"Job {job_id}: its meta in Redis key {Job.key_for(job_id)} {why}, so whose job it is cannot be "
-                "checked: followed by its id",
-                file=sys.stderr,
-                flush=True,
-            )
-        return UNCHECKED
+        metas = self._stored.read(wanted, "meta")
+        return {job_id: self._stored.token_in(job_id, meta) for job_id, meta in zip(wanted, metas, strict=True)}
 
     def _ours(self, job_id: str, stored: Stored) -> bool:
         """Whether the job stored under `job_id` is the one we follow (any, when we follow none by token)."""
@@ -322,7 +256,7 @@ class JobEvents:
         missing = [job_id for job_id in job_ids if job_id not in self._ended]
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
-            rows = self._read(chunk, "status", "meta")
+            rows = self._stored.read(chunk, "status", "meta")
             for job_id, row in zip(chunk, rows, strict=True):
                 if isinstance(row, WrongType):
                     # Someone else wrote over it: no processor can run it (they leave such a key alone).
@@ -330,7 +264,7 @@ class JobEvents:
                     self.dispatch(job_id, JobEvent.FAILED, f"Redis key {key} holds a {row.kind}, not a hash")
                     continue
                 status, meta = row
-                if status is None or not self._ours(job_id, self._token_in(job_id, meta)):
+                if status is None or not self._ours(job_id, self._stored.token_in(job_id, meta)):
                     # Gone (a Redis restarted without persistence, or emptied: its id may now be
                     # another creator's job): waiting longer would be forever.
                     self.dispatch(job_id, JobEvent.FAILED, f"Job {job_id} no longer exists in Redis")
