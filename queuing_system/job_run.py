@@ -4,6 +4,7 @@ one run of it leaves to settle (`JobRun`)."""
 from __future__ import annotations
 
 import base64
+import copy
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
 from queuing_system import events
+from queuing_system.bad_data import bad_meta, bad_seconds_field
 
 log = logging.getLogger("rq.worker")
 
@@ -153,3 +155,19 @@ def quietly(callback: Callable[..., Any], *args: Any) -> None:
         callback(*args)
     except Exception:
         log.exception("callback %s failed", getattr(callback, "__name__", callback))
+
+
+def restored(pristine: OfferedJob, job_id: str, fields: Mapping[bytes, bytes]) -> tuple[OfferedJob, str | None]:
+    """The started job read from its stored `fields`, and why it cannot run (None: it can): a field
+    someone else wrote that is not a whole number of seconds, a meta that is not a JSON object, or
+    a hash in a form RQ cannot read."""
+    job = copy.copy(pristine)  # RQ's Job() checks its serializer against a slow Protocol
+    job.id, job.webhooks = job_id, []
+    reason = bad_seconds_field(fields)
+    try:
+        if reason is None:
+            job.restore(fields)
+            reason = bad_meta(job)
+    except Exception as error:  # a hash written by someone else, in a form RQ cannot read
+        reason = f"{type(error).__name__}: {error}"
+    return job, reason

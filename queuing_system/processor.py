@@ -6,6 +6,8 @@ Read it top to bottom; the loop is `Processor.work()`. Where each part lives:
     steps.py              one typed contract per Lua step (arguments built, replies parsed)
     processor_lua.py      the Lua steps themselves (KEYS/ARGV/reply at the top of each)
     job_run.py            what is offered to run, how a job is read, one run of a job (`JobRun`)
+    runner.py             running one job (timeouts, progress, the second stop signal)
+    announcements.py      when an end reaches its creator (with replicas: once they confirmed it)
     rq_records.py         ends RQ records itself (failures, retries, dependents), through the held RQ worker
     recovery.py           the sweep for dead workers' claims and jobs; RQ's scheduler and registry upkeep
     steward.py            the thread beside the loop (lease, slow jobs, stop) and the state they share
@@ -66,8 +68,6 @@ steps write with what RQ's SimpleWorker writes, and fails if RQ changes):
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
 import logging
 import signal
 import threading
@@ -80,26 +80,24 @@ from typing import Any
 
 import redis
 from redis.exceptions import ResponseError
-from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty, UnixSignalDeathPenalty
 from rq.worker import BaseWorker
 
 from queuing_system import keys
-from queuing_system.bad_data import BadKeys, bad_meta, bad_seconds_field
+from queuing_system.announcements import Announcer
+from queuing_system.bad_data import BadKeys
 from queuing_system.idle import IdleTurns, IdleWait, QueueWatch
-from queuing_system.job_run import EVENT_CALLBACKS, JobRun, Offer, OfferedJob, now
+from queuing_system.job_run import EVENT_CALLBACKS, JobRun, Offer, OfferedJob, now, restored
 from queuing_system.jobs import queues_by_priority
-from queuing_system.keys import JOB_EVENTS_CHANNEL
 from queuing_system.ordered_connection import OrderedConnection
 from queuing_system.reconnect import REDIS_FAULTS, Reconnection
 from queuing_system.recovery import Upkeep
-from queuing_system.replication import Confirmation
 from queuing_system.rq_keys import RQ
 from queuing_system.rq_records import RqRecords
 from queuing_system.runner import JobRunner, ProcessorStoppedError, settlement
 from queuing_system.settings import env_float, env_int
-from queuing_system.steps import Advance, GiveBack, Settled, Settlement
+from queuing_system.steps import Advance, GiveBack, Settled
 from queuing_system.steward import LoopState, Steward
 
 log = logging.getLogger("rq.worker")
@@ -164,21 +162,10 @@ class Processor:
         self.base_queue = base_queue
         self.offer = Offer(functions, dict(EVENT_CALLBACKS if callbacks is None else callbacks))
         self.line = OrderedConnection(connection)
-        self.replicated = Confirmation.of(connection)  # with a Sentinel group: ends heard only once replicated
+        self.announcer = Announcer(connection, self.line)  # with a Sentinel group: ends heard once replicated
         self.records = RqRecords(self.rq_worker, self.line, self.offer, self.settings.lease)
         self.bad_keys = BadKeys()
-        # Idle, one worker of the processor waits on Redis for all (`turns`, shared by its processes).
-
-        # RQ's scheduler, driven from our loop (no subprocess); named after us, so a sweep can free
-        # the locks of a dead worker's scheduler.
-        scheduler = RQScheduler(
-            self.rq_worker.queues,
-            connection=connection,
-            serializer=JSONSerializer,
-            name=self.name,
-            logging_level=logging.getLogger("rq").level or logging.ERROR,
-        )
-        self.upkeep = Upkeep(self.records, scheduler, self.settings.maintenance_interval, self.bad_keys)
+        self.upkeep = Upkeep(self.records, self.settings.maintenance_interval, self.bad_keys)
         self._pristine_job = OfferedJob(connection=connection, serializer=JSONSerializer)
         self._registered = False
         self._look_again = False  # a step left claims we must look at before going idle
@@ -309,7 +296,7 @@ class Processor:
             default_timeout=self.settings.default_timeout,
             claim=0 if stopping else self.runner.claim_size(self.settings.claim_window, self.settings.claim_max),
             start=not stopping,
-            settle=self._unannounced(None if run is None else settlement(run, moment)),
+            settle=self.announcer.held_back(None if run is None else settlement(run, moment)),
         )
         reply = step.run(self.line.call)
         if reply.settled is Settled.NO_WORKER:
@@ -321,7 +308,7 @@ class Processor:
             self.records.record_success(run)
             return run, None
         if run is not None and reply.settled is Settled.OK:
-            self._announce(run, step.settle)
+            self.announcer.announce(run, step.settle)
         if run is not None and reply.settled is Settled.LOST:
             log.warning(
                 "Worker %s: job %s was taken over by a sweep (this worker was presumed dead)", self.name, run.job.id
@@ -330,37 +317,13 @@ class Processor:
         started = reply.started
         if started is None:
             return None, None
-        job = copy.copy(self._pristine_job)  # RQ's Job() checks its serializer against a slow Protocol
-        job.id, job.webhooks = started.job_id, []
-        reason = bad_seconds_field(started.fields)
-        try:
-            if reason is None:
-                job.restore(started.fields)
-                reason = bad_meta(job)
-        except Exception as error:  # a hash written by someone else, in a form RQ cannot read
-            reason = f"{type(error).__name__}: {error}"
+        job, reason = restored(self._pristine_job, started.job_id, started.fields)
         if reason is not None:
             self.records.fail_unreadable(job.id, started.execution_id, reason)
             self._look_again = True  # the rest of our claims
             return None, None
         job.started_at = job.started_at or moment
         return None, JobRun(job=job, execution_id=started.execution_id, started_at=job.started_at)
-
-    def _unannounced(self, settle: Settlement | None) -> Settlement | None:
-        """With replicas to wait for, the step settles without publishing: the end is announced only
-        once confirmed (`_announce`), so a creator never hears an end a failover then takes back."""
-        if settle is None or not settle.event or not self.replicated.needed():
-            return settle
-        return dataclasses.replace(settle, event="", held_event=settle.event)
-
-    def _announce(self, run: JobRun, settle: Settlement | None) -> None:
-        """Once the settled end is confirmed (Unconfirmed: the loop repeats the step, which finds it
-        settled), publish what the step held back, and run a custom announcement."""
-        self.replicated.confirm(self.line.call)
-        if settle is not None and settle.held_event:
-            self.line.call("PUBLISH", JOB_EVENTS_CHANNEL, settle.held_event)
-        if run.announce is not None:
-            run.announce()
 
     # -- stopping --------------------------------------------------------------------------------
 

@@ -130,8 +130,18 @@ class Upkeep:
     IDLE_SCHEDULING, IDLE_RECOVERY, IDLE_REGISTRIES = 6, 6, 60
     HEARTBEAT = 30.0
 
-    def __init__(self, records: RqRecords, scheduler: RQScheduler, interval: float, bad_keys: BadKeys) -> None:
-        self.records, self.scheduler, self.interval, self.bad_keys = records, scheduler, interval, bad_keys
+    def __init__(self, records: RqRecords, interval: float, bad_keys: BadKeys) -> None:
+        self.records, self.interval, self.bad_keys = records, interval, bad_keys
+        # RQ's scheduler, driven from our loop (no subprocess); named after our worker, so a sweep
+        # can free the locks of a dead worker's scheduler.
+        worker = records.rq_worker
+        self.scheduler = RQScheduler(
+            worker.queues,
+            connection=worker.connection,
+            serializer=worker.serializer,
+            name=worker.name,
+            logging_level=logging.getLogger("rq").level or logging.ERROR,
+        )
         self._next_scheduling = self._next_recovery = self._next_registries = self._next_heartbeat = 0.0
         self._idle = False
         self._queue_keys = {RQ.queue(q.name): "list" for q in records.rq_worker.queues}
