@@ -136,7 +136,9 @@ def test_a_command_is_never_sent_twice(redis_server: EmbeddedRedis, redis_url: s
         with pytest.raises(redis.exceptions.TimeoutError):
             client.incr("counter")
         assert sleeper.recv(16) == b":1\r\n"
-    assert r.get("counter") == "1"
+    # Sent once: Redis runs it once the script ends (1); Valkey drops the command of a client that
+    # left meanwhile (unset). Re-sent, it ran three times.
+    assert r.get("counter") in (None, "1")
 
 
 def _times_out(probe: redis.Redis) -> bool:
