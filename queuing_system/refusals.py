@@ -40,7 +40,14 @@ _UNCLASSED_REFUSALS = ("BUSY ", "NOREPLICAS ", "MASTERDOWN ", "LOADING ", "READO
 # redis-py prefixes an error inside a pipeline with the command that caused it (cut at 100 characters,
 # so it may not even name the key); Redis ends an error raised in a Lua script with where it was.
 _PIPELINE_NOTE = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.DOTALL)
-_SCRIPT_NOTE = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?\s*$")
+_SCRIPT_NOTE = re.compile(r"\s*script: (?:[0-9a-f]{40}, )?on @user_script:\d+\.?\s*$")
+# Redis 6.2 wraps an error raised inside a script (Redis 7 and Valkey pass it on, with _SCRIPT_NOTE).
+_SCRIPT_WRAPPER = re.compile(r"^(?:ERR )?Error running script \(call to f_[0-9a-f]{40}\): @\w+:\d+: ")
+
+
+def _reply(error: BaseException) -> str:
+    """The error reply's own words: without redis-py's pipeline note, nor Redis 6.2's script wrapper."""
+    return _SCRIPT_WRAPPER.sub("", _PIPELINE_NOTE.sub("", str(error)))
 
 
 # What an error reply means, in a few words, by its code (servers answer them in their JSON 503s).
@@ -58,19 +65,21 @@ _IN_WORDS = {
 def code_of(error: BaseException) -> str:
     """The code of an error reply (`OOM`): redis-py keeps it aside for the replies it has a class
     for, and leaves it at the start of the text of the others."""
+    if _SCRIPT_WRAPPER.match(_PIPELINE_NOTE.sub("", str(error))):
+        return _reply(error).split(" ", 1)[0]  # Redis 6.2: the script's error, wrapped in an ERR
     code = getattr(error, "status_code", None)
     if code:
         return str(code)
     for kind, known in _REFUSAL_CODES.items():
         if isinstance(error, kind):
             return known
-    return _PIPELINE_NOTE.sub("", str(error)).split(" ", 1)[0]
+    return _reply(error).split(" ", 1)[0]
 
 
 def said(error: BaseException) -> str:
     """What Redis said, code first (`OOM command not allowed …`), without redis-py's pipeline note
     nor the script location Redis adds, on one line."""
-    text = _SCRIPT_NOTE.sub("", _PIPELINE_NOTE.sub("", str(error)))
+    text = _SCRIPT_NOTE.sub("", _reply(error))
     code = code_of(error)
     return clean(text if text.startswith(code) else f"{code} {text}")
 
@@ -91,7 +100,7 @@ def refusal(error: BaseException) -> str | None:
     script, read-only, loading…); None for anything else."""
     if isinstance(error, tuple(_REFUSAL_CODES)):
         return said(error)
-    if isinstance(error, ResponseError) and _PIPELINE_NOTE.sub("", str(error)).startswith(_UNCLASSED_REFUSALS):
+    if isinstance(error, ResponseError) and _reply(error).startswith(_UNCLASSED_REFUSALS):
         return said(error)
     return None
 
