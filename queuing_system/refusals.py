@@ -42,7 +42,7 @@ _UNCLASSED_REFUSALS = ("BUSY ", "NOREPLICAS ", "MASTERDOWN ", "LOADING ", "READO
 _PIPELINE_NOTE = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.DOTALL)
 _SCRIPT_NOTE = re.compile(r"\s*script: (?:[0-9a-f]{40}, )?on @user_script:\d+\.?\s*$")
 # Redis 6.2 wraps an error raised inside a script (Redis 7 and Valkey pass it on, with _SCRIPT_NOTE).
-_SCRIPT_WRAPPER = re.compile(r"^(?:ERR )?Error running script \(call to f_[0-9a-f]{40}\): @\w+:\d+: ")
+_SCRIPT_WRAPPER = re.compile(r"^(?:ERR )?Error running script \(call to f_[0-9a-f]{40}\): @\w+:\d+: (?:@\w+: \d+: )?-?")
 
 
 def _reply(error: BaseException) -> str:

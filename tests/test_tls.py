@@ -75,6 +75,8 @@ def start_tls_redis(folder: Path, client_certificates: str) -> tuple[subprocess.
         while True:
             if process.poll() is not None:
                 output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+                if process.stdout:
+                    process.stdout.close()  # closed before we skip or fail: no unclosed file at teardown
                 if "tls" in output.lower():
                     pytest.skip(
                         f"this redis-server has no TLS support ({find_redis_server()}): {output.strip()[-200:]}"
