@@ -187,6 +187,8 @@ def test_stock_never_oversold_across_failovers(group: SentinelGroup, tmp_path: P
             rounds.append((confirmed, kept))
             if faults.ended_at is not None and back_after is None and 200 in (status for status, _ in replies):
                 back_after = time.monotonic() - faults.ended_at
+    admin.close()  # and its sentinels' connections (the confirmation asks them), else left to the GC
+    admin.connection_pool.link.sentinel.close()
     assert faults.error is None
     assert max(confirmed for confirmed, _ in rounds) <= 10
     # every confirmed reservation still on the primary, and none sold beyond the stock (10)
