@@ -1,7 +1,8 @@
 """Task 6 — a job processor.
 
 Teaches: a worker that takes jobs off a queue and does them.
-Run:     python 6_job_processor.py [--verbose]    (Ctrl+C to stop; the job in hand is finished first)
+Run:     python 6_job_processor.py [--concurrency N] [--processes P] [--verbose]    (Ctrl+C to stop; the
+         jobs in hand are finished first)
 Prints:  Sending notification to <phone>, with message: <message>   for each job
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 from queuing_system.console import arguments, run_lesson, say
 from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.notifications import validate_notification
-from queuing_system.worker import run_processor
+from queuing_system.worker import processing_options, run_processor
 
 
 def send_notification(phone_number: str, message: str) -> None:
@@ -28,6 +29,7 @@ def process_job(data: Any = None) -> None:
 if __name__ == "__main__":
 
     def options(parser: argparse.ArgumentParser) -> None:
+        processing_options(parser, concurrency=1, processes=1)
         parser.add_argument(
             "--verbose", action="store_true", help="show RQ's worker log (and the tracebacks of failed jobs)"
         )
@@ -35,5 +37,14 @@ if __name__ == "__main__":
     args = arguments(__doc__, options)
     # Only this function runs here: a job naming anything else fails without running.
     run_lesson(
-        lambda: sys.exit(run_processor(QUEUE_6, {PROCESS_6: process_job}, verbose=args.verbose)), interrupted_exit=0
+        lambda: sys.exit(
+            run_processor(
+                QUEUE_6,
+                {PROCESS_6: process_job},
+                concurrency=args.concurrency,
+                processes=args.processes,
+                verbose=args.verbose,
+            )
+        ),
+        interrupted_exit=0,
     )

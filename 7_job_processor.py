@@ -1,8 +1,9 @@
 """Task 7 — a processor with progress, failures and two jobs at a time.
 
 Teaches: reporting progress, failing a job on purpose, processing concurrently.
-Run:     python 7_job_processor.py [--verbose]    (Ctrl+C to stop; NOTIFICATION_SEND_MS=100 makes each send
-         take 100 ms, so you can watch two run at once)
+Run:     python 7_job_processor.py [--concurrency N] [--processes P] [--verbose]    (Ctrl+C to stop;
+         NOTIFICATION_SEND_MS=100 makes each send take 100 ms, so you can watch two run at once, or
+         fifty with --concurrency 50)
 Prints:  Sending notification to <phone>, with message: <message>   for each number not blacklisted
 """
 
@@ -22,7 +23,7 @@ from queuing_system.events import report_progress
 from queuing_system.jobs import no_retry
 from queuing_system.keys import PROCESS_7, QUEUE_7
 from queuing_system.notifications import send_latency, simulate_sending, validate_notification
-from queuing_system.worker import run_processor
+from queuing_system.worker import processing_options, run_processor
 
 BLACKLISTED_NUMBERS = ["4153518780", "4153518781"]
 
@@ -49,18 +50,22 @@ def process_job(data: Any = None) -> None:
     send_notification(phone_number, message, job)
 
 
-def main(verbose: bool) -> int:
+def main(concurrency: int, processes: int, verbose: bool) -> int:
     send_latency()  # NOTIFICATION_SEND_MS checked before anything runs
-    # Two jobs at a time (Kue's concurrency 2: two worker processes); only this function runs here.
-    return run_processor(QUEUE_7, {PROCESS_7: process_job}, concurrency=2, verbose=verbose)
+    # Kue's `queue.process(name, 2, fn)`: two jobs at a time (by default in two worker processes);
+    # only this function runs here.
+    return run_processor(
+        QUEUE_7, {PROCESS_7: process_job}, concurrency=concurrency, processes=processes, verbose=verbose
+    )
 
 
 if __name__ == "__main__":
 
     def options(parser: argparse.ArgumentParser) -> None:
+        processing_options(parser, concurrency=2, processes=2)
         parser.add_argument(
             "--verbose", action="store_true", help="show RQ's worker log (and the tracebacks of failed jobs)"
         )
 
     args = arguments(__doc__, options)
-    run_lesson(lambda: sys.exit(main(args.verbose)), interrupted_exit=0)
+    run_lesson(lambda: sys.exit(main(args.concurrency, args.processes, args.verbose)), interrupted_exit=0)

@@ -48,6 +48,9 @@ class IdleTurns:
         context = multiprocessing.get_context("fork")
         self._seat: Any = context.Value("q", 0)  # the waiter's id: pid and thread (0: nobody)
         self._rings: Any = context.Value("q", 0)
+        # The workers of one process (`--concurrency`) wait on this, not on a clock: each process has its
+        # own (made before the fork, never used before it).
+        self._local = threading.Condition()
 
     @staticmethod
     def _me() -> int:
@@ -72,6 +75,18 @@ class IdleTurns:
         """Jobs arrived: every idle worker looks for its share."""
         with self._rings.get_lock():
             self._rings.value += 1
+        self.wake_here()
+
+    def wake_here(self) -> None:
+        """Wake the workers of this process waiting in `wait_here` (a ring, or a stop)."""
+        with self._local:
+            self._local.notify_all()
+
+    def wait_here(self, rings: int, stop: threading.Event, timeout: float) -> None:
+        """Wait until the bell rang since `rings` or `stop` is set (woken at once when either happens in
+        this process; a ring in another process is seen within `timeout`)."""
+        with self._local:
+            self._local.wait_for(lambda: self.rings != rings or stop.is_set(), timeout)
 
     @property
     def rings(self) -> int:
@@ -194,25 +209,37 @@ class IdleWait:
         bad_keys: BadKeys,
         state: LoopState,
         idle_wait: int,
+        may_wait_on_redis: bool = True,
     ) -> None:
         self.turns, self.watch, self.upkeep, self.bad_keys = turns, watch, upkeep, bad_keys
         self.state, self.idle_wait = state, idle_wait
+        # Only a process's lead worker: the waiter must keep its lease (a job it moves is in its claims).
+        self.may_wait_on_redis = may_wait_on_redis
 
     def until_work(self) -> None:
         """Return when jobs may be there (for us to claim), or on a stop."""
         rings = self.turns.rings
         while not self.state.stopping and self.turns.rings == rings:
-            waiter = self.turns.take_seat()
+            waiter = self.may_wait_on_redis and self.turns.take_seat()
             try:
                 self.upkeep.when_due(idle=True, sweep=waiter)
-                if not waiter:
-                    self.state.stop_event.wait(LOOK_EVERY)
-                elif self._watch_queues():
+                if waiter and self._watch_queues():
                     self.turns.ring()
                     return
+                if not waiter and self.may_wait_on_redis:
+                    self.state.stop_event.wait(LOOK_EVERY)  # for the bell of another process, or a free seat
+                elif not waiter:
+                    # Rung by this process's lead (or stopped): at once.
+                    self.turns.wait_here(rings, self.state.stop_event, LOOK_EVERY * 20)
             finally:
                 if waiter:
                     self.turns.leave_seat()
+        if self.may_wait_on_redis:
+            self.turns.wake_here()  # a ring from another process: this process's other workers too
+
+    def wake(self) -> None:
+        """A stop: out of `until_work` at once."""
+        self.turns.wake_here()
 
     def _watch_queues(self) -> bool:
         """Block on all our queues (a job lands: True, straight in our claims); a queue of the wrong type

@@ -91,7 +91,7 @@ from queuing_system.idle import IdleTurns, IdleWait, QueueWatch
 from queuing_system.job_run import EVENT_CALLBACKS, JobRun, Offer, OfferedJob, now, restored
 from queuing_system.jobs import queues_by_priority
 from queuing_system.ordered_connection import OrderedConnection
-from queuing_system.reconnect import REDIS_FAULTS, Reconnection
+from queuing_system.reconnect import REDIS_FAULTS, Reconnection, Voice
 from queuing_system.recovery import Upkeep
 from queuing_system.rq_keys import RQ
 from queuing_system.rq_records import RqRecords
@@ -145,9 +145,15 @@ class Processor:
         in_thread: bool = False,
         watch_parent: bool = False,
         turns: IdleTurns | None = None,
+        lead: bool = True,
+        voice: Voice | None = None,
     ) -> None:
         self.settings = settings or ProcessorSettings()
         self.in_thread = in_thread
+        # The lead worker of its process does the upkeep (sweeps, RQ's scheduler) and may wait on Redis
+        # for the others when idle; the other workers of a process (`--concurrency`) only run jobs.
+        self.lead = lead
+        self.voice = voice  # shared by the workers of one process: they say each fault once between them
         # RQ's worker, held for its registration and its bookkeeping of ends (never its loop or sweeps).
         # RQ sizes the socket timeout from the worker ttl; ours must outlast a blocking wait.
         self.rq_worker = BaseWorker(
@@ -174,7 +180,7 @@ class Processor:
         watch = QueueWatch(connection, queue_keys, keys.claimed_key(self.name))
         # Idle, one worker of the processor waits on Redis for all (`turns`, shared by its processes).
         self.idle = IdleWait(
-            turns or IdleTurns(), watch, self.upkeep, self.bad_keys, self.state, self.settings.idle_wait
+            turns or IdleTurns(), watch, self.upkeep, self.bad_keys, self.state, self.settings.idle_wait, lead
         )
         self.runner = JobRunner(
             self.offer,
@@ -191,6 +197,7 @@ class Processor:
             lease=self.settings.lease,
             hold_limit=self.settings.hold_limit,
             on_orphaned=self.request_stop_from_thread if watch_parent else None,
+            keeps_idle_lease=lead,
         )
 
     # -- the loop ------------------------------------------------------------------------------
@@ -203,7 +210,7 @@ class Processor:
         """
         pending: JobRun | None = None
         worked = False
-        reconnection = Reconnection(self.state.stop_event)
+        reconnection = Reconnection(self.state.stop_event, self.voice)
         self._steward.start()
         try:
             while True:
@@ -211,7 +218,7 @@ class Processor:
                     if not self._registered:
                         self.register()
                     pending = self._record_ahead(pending)
-                    self.upkeep.when_due()
+                    self.upkeep.when_due(sweep=self.lead)
                     pending, next_job = self._advance(pending)
                     reconnection.succeeded()
                     if next_job is None:
@@ -334,7 +341,7 @@ class Processor:
             if time.monotonic() - self.state.stop_requested_at < 1.0:
                 return  # the same Ctrl+C reaching us twice (from the terminal and from our parent)
             if self.state.in_job and not self.in_thread:
-                raise ProcessorStoppedError("Processor stopped before the job finished")
+                raise ProcessorStoppedError()
             return
         # Not here: this handler may have interrupted this very thread inside a wait on the stop event
         # (or inside the lock of a wait), and setting it here would deadlock.
@@ -344,6 +351,12 @@ class Processor:
         """A warm stop, safe from any thread: the job in hand is finished, the rest given back."""
         self.state.request_stop()
         self._steward.wake()
+        self.idle.wake()
+
+    def hand_back_job_in_hand(self) -> bool:
+        """A second stop for a worker in a thread (`--concurrency`): the job in hand fails as stopped,
+        at its next Python step (False when no job code is running)."""
+        return self.state.interrupt_job(ProcessorStoppedError)
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGINT, self.request_stop)

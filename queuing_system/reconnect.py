@@ -28,18 +28,40 @@ def say_fault(error: BaseException) -> None:
         refused(error)
 
 
+class Voice:
+    """Says each fault line once for the workers of one process (`--concurrency 50` is one processor to
+    its user: one line per failed attempt, not fifty). A worker's line is not said when another worker
+    of the process said the same one in the last `quiet` seconds (the workers fail together and retry
+    on the same schedule, so one of them speaks for all)."""
+
+    def __init__(self, quiet: float = 1.0) -> None:
+        self._quiet = quiet
+        self._lock = threading.Lock()
+        self._last: tuple[str, float, int] = ("", 0.0, 0)
+
+    def say_fault(self, error: BaseException) -> None:
+        line, moment, speaker = f"{type(error).__name__}: {error}", time.monotonic(), threading.get_ident()
+        with self._lock:
+            said_line, said_at, said_by = self._last
+            if line == said_line and said_by != speaker and moment - said_at < self._quiet:
+                return
+            self._last = (line, moment, speaker)
+        say_fault(error)
+
+
 class Reconnection:
     """Between attempts: one line for each failed one (not connected, or what Redis refused), a capped
     doubling wait (`console.backoff`), cut short by `stop`; the wait starts small again once Redis
     answers."""
 
-    def __init__(self, stop: threading.Event | None = None) -> None:
+    def __init__(self, stop: threading.Event | None = None, voice: Voice | None = None) -> None:
         self._stop = stop if stop is not None else threading.Event()
         self._delays = backoff()
+        self._say = voice.say_fault if voice is not None else say_fault
 
     def failed(self, error: BaseException, deadline: float | None = None) -> None:
         """Say what went wrong, then wait before the next attempt."""
-        say_fault(error)
+        self._say(error)
         self.wait(deadline)
 
     def wait(self, deadline: float | None = None) -> None:

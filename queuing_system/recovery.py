@@ -151,7 +151,7 @@ class Upkeep:
         moment = time.monotonic()
         if idle != self._idle:
             self._pace(moment, idle)
-        if idle and not sweep:
+        if not sweep:  # another worker looks after the others (idle: the waiter; busy: its process's lead)
             if self.scheduler.acquired_locks:
                 self._surviving(self.scheduler.release_locks, {})
             return

@@ -24,6 +24,9 @@ from queuing_system.steward import LoopState
 class ProcessorStoppedError(Exception):
     """Raised inside the job in hand when its processor is stopped a second time."""
 
+    def __init__(self, message: str = "Processor stopped before the job finished") -> None:
+        super().__init__(message)  # raised in another thread, it is made without arguments
+
 
 class JobRunner:
     """Runs the jobs the loop starts, one at a time, and keeps their recent pace."""
@@ -48,13 +51,13 @@ class JobRunner:
         try:
             function = self.offer.function_for(job)
             with self.death_penalty(timeout, JobTimeoutException, job_id=job.id):
-                self.state.in_job = True
+                self.state.enter_job()
                 started = time.perf_counter()
                 try:
                     job.offered_function = function  # type: ignore[attr-defined]
                     run.return_value = job.perform()
                 finally:
-                    self.state.in_job = False
+                    self.state.leave_job()  # a second stop not landed yet is taken back
                     took = time.perf_counter() - started
                     self.pace = took if self.pace is None else 0.8 * self.pace + 0.2 * took
         except BaseException as error:  # every way a job can end is an end to record

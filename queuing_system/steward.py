@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import threading
 import time
@@ -23,6 +24,8 @@ class LoopState:
         self.stop_event = threading.Event()  # wakes every wait of the loop when a stop is requested
         self.stop_requested_at = 0.0
         self.in_job = False  # inside the job's own code (a second stop may interrupt it there)
+        self._job_thread: int | None = None  # the thread running the job's own code
+        self._interrupted = False  # a stop was raised in that thread and may not have landed yet
         self._busy_since: float | None = None
         self._busy_timeout = 0.0
         self._held_back = False  # this job's hold limit passed and its worker's claims were given back
@@ -47,6 +50,33 @@ class LoopState:
     def job_ended(self) -> None:
         with self._lock:
             self._busy_since, self._held_back = None, False
+
+    # -- the job's own code: where a second stop may interrupt a worker thread ------------------------
+
+    def enter_job(self) -> None:
+        with self._lock:
+            self.in_job, self._job_thread, self._interrupted = True, threading.get_ident(), False
+
+    def leave_job(self) -> None:
+        """Out of the job's code. A stop raised in it that has not landed yet is taken back here (under
+        the lock `interrupt_job` holds): it must never land in the loop, outside the job."""
+        with self._lock:
+            self.in_job = False
+            if self._interrupted and self._job_thread is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._job_thread), None)
+            self._interrupted = False
+
+    def interrupt_job(self, error: type[BaseException]) -> bool:
+        """Raise `error` inside the job's own code, running in another thread (as RQ's TimerDeathPenalty
+        times a job out); False when no job code is running. It lands at the job's next Python step: a
+        blocking call (a sleep, a socket read) ends first."""
+        with self._lock:
+            if not self.in_job or self._job_thread is None or self._interrupted:
+                return False
+            self._interrupted = True
+            return bool(
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._job_thread), ctypes.py_object(error))
+            )
 
     def should_give_back(self, hold_limit: float) -> bool:
         """While stopping, always; else once per job, when it has run longer than `hold_limit`."""
@@ -84,12 +114,17 @@ class Steward(threading.Thread):
         lease: int,
         hold_limit: float,
         on_orphaned: Callable[[], None] | None = None,
+        keeps_idle_lease: bool = True,
     ) -> None:
         super().__init__(name=f"steward-{worker[:8]}", daemon=True)
         self._connection = connection  # the pool client: the loop's ordered connection is its own
         self._worker, self._state, self._bad_keys = worker, state, bad_keys
         self._lease, self._hold_limit = lease, hold_limit
         self._on_orphaned = on_orphaned
+        # Idle, a worker holds nothing a sweep would have to give back: only a processor's lead worker
+        # (who may wait on Redis for the others, and so hold a job it moved) keeps its lease then. The
+        # others let it lapse (an idle processor of 50 workers stays quiet) and register again on waking.
+        self._keeps_idle_lease = keeps_idle_lease
         self._parent_pid = os.getppid()
         self._wake = threading.Event()
         self._done = threading.Event()
@@ -107,7 +142,8 @@ class Steward(threading.Thread):
     def run(self) -> None:
         tick = min(0.25, self._hold_limit / 2)
         while not self._done.is_set():
-            self._wake.wait(tick)
+            # Idle, a worker that keeps no lease has only its parent to watch: a slower look (a stop wakes it).
+            self._wake.wait(tick if self._state.busy or self._keeps_idle_lease else 1.0)
             self._wake.clear()
             if self._done.is_set():
                 return
@@ -122,7 +158,8 @@ class Steward(threading.Thread):
         now = time.monotonic()
         # Renewed three times a lease while a job is in hand; idle (nothing to lose), twice: quieter.
         period = self._lease / (3 if self._state.busy else 2)
-        if self._state.may_still_run(self._lease) and now - self._last_keep_alive >= period:
+        wanted = self._state.busy or self._keeps_idle_lease
+        if wanted and self._state.may_still_run(self._lease) and now - self._last_keep_alive >= period:
             self._last_keep_alive = now
             KeepAlive(self._worker, self._lease).run(execute)
         if self._on_orphaned is not None and os.getppid() != self._parent_pid and not self._state.stopping:
