@@ -31,8 +31,9 @@ def say_fault(error: BaseException) -> None:
 class Voice:
     """Says each fault line once for the workers of one process (`--concurrency 50` is one processor to
     its user: one line per failed attempt, not fifty). A worker's line is not said when another worker
-    of the process said the same one in the last `quiet` seconds (the workers fail together and retry
-    on the same schedule, so one of them speaks for all)."""
+    of the process said one of its kind in the last `quiet` seconds: Redis away (however each worker
+    heard of it: reset, closed, refused), or the same refusal. The workers fail together and retry on
+    the same schedule, so one of them speaks for all."""
 
     def __init__(self, quiet: float = 1.0) -> None:
         self._quiet = quiet
@@ -40,7 +41,8 @@ class Voice:
         self._last: tuple[str, float, int] = ("", 0.0, 0)
 
     def say_fault(self, error: BaseException) -> None:
-        line, moment, speaker = f"{type(error).__name__}: {error}", time.monotonic(), threading.get_ident()
+        kind = "away" if means_not_connected(error) else f"{type(error).__name__}: {error}"
+        line, moment, speaker = kind, time.monotonic(), threading.get_ident()
         with self._lock:
             said_line, said_at, said_by = self._last
             if line == said_line and said_by != speaker and moment - said_at < self._quiet:

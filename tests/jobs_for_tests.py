@@ -10,12 +10,29 @@ HOLD = "tests.jobs_for_tests.hold"
 
 
 def hold(seconds: float) -> str:
-    """Mark that the job started (a test waits on this key), then take `seconds`."""
+    """Mark that the job started (a test waits on this key), then take `seconds`, in short waits (as a job
+    that talks to a gateway does: a processor's threads can stop it between two of them)."""
     job = get_current_job()
     connection: redis.Redis = job.connection
     connection.rpush(STARTED_KEY, job.id)
-    time.sleep(seconds)
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.05))
     return "held"
+
+
+RELEASE_KEY = "test:release"
+HOLD_UNTIL_RELEASED = "tests.jobs_for_tests.hold_until_released"
+
+
+def hold_until_released() -> str:
+    """Mark that the job started, then wait until the test sets RELEASE_KEY (looked at every 20 ms)."""
+    job = get_current_job()
+    connection: redis.Redis = job.connection
+    connection.rpush(STARTED_KEY, job.id)
+    while not connection.exists(RELEASE_KEY):
+        time.sleep(0.02)
+    return "released"
 
 
 SNAPSHOT_KEY = "test:snapshot"

@@ -315,11 +315,11 @@ def test_a_processor_killed_alone_takes_its_workers_with_it(redis_url, rq_connec
     assert rq_connection.keys("queuing:claimed:*") == []
 
 
-@pytest.mark.parametrize("concurrency", [1, 2])
-def test_a_second_stop_hands_back_every_job_in_hand(redis_url, rq_connection, r, concurrency) -> None:
+@pytest.mark.parametrize(("concurrency", "processes"), [(1, 1), (2, 2), (3, 1)])
+def test_a_second_stop_hands_back_every_job_in_hand(redis_url, rq_connection, r, concurrency, processes) -> None:
     queue = job_queue(QUEUE_6, rq_connection)
     held = [enqueue(queue, HOLD, 30) for _ in range(concurrency)]
-    env = {**FAST, "HOLDING_CONCURRENCY": str(concurrency)}
+    env = {**FAST, "HOLDING_CONCURRENCY": str(concurrency), "HOLDING_PROCESSES": str(processes)}
     with ScriptProcess(HOLDING_PROCESSOR, env=env) as processor:
         processor.wait_until(lambda: r.llen(STARTED_KEY) == concurrency, what="every worker holding a job")
         processor.signal(signal.SIGTERM)  # warm: would finish the jobs in hand…
