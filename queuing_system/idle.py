@@ -241,6 +241,11 @@ class IdleWait:
         """A stop: out of `until_work` at once."""
         self.turns.wake_here()
 
+    def more_waiting(self) -> None:
+        """A busy worker saw jobs left in the queues after its claim: the idle ones (who wait for the
+        bell while the waiter's seat is taken, or, in a crew, for their lead) come for them."""
+        self.turns.ring()
+
     def _watch_queues(self) -> bool:
         """Block on all our queues (a job lands: True, straight in our claims); a queue of the wrong type
         is named, and looked at again a wait later."""

@@ -81,7 +81,7 @@ from typing import Any
 import redis
 from redis.exceptions import ResponseError
 from rq.serializers import JSONSerializer
-from rq.timeouts import TimerDeathPenalty, UnixSignalDeathPenalty
+from rq.timeouts import UnixSignalDeathPenalty
 from rq.worker import BaseWorker
 
 from queuing_system import keys
@@ -186,7 +186,7 @@ class Processor:
             self.offer,
             self.line,
             self.state,
-            TimerDeathPenalty if in_thread else UnixSignalDeathPenalty,
+            None if in_thread else UnixSignalDeathPenalty,  # in a thread: the process's watchdog
             self.settings.default_timeout,
         )
         self._steward = Steward(
@@ -321,6 +321,8 @@ class Processor:
                 "Worker %s: job %s was taken over by a sweep (this worker was presumed dead)", self.name, run.job.id
             )
         self.bad_keys.report(reply.problems)
+        if reply.left > 0:
+            self.idle.more_waiting()  # the processor's idle workers (if any) take their share
         started = reply.started
         if started is None:
             return None, None

@@ -94,7 +94,7 @@ end
 # ARGV[18..23] RQ's key prefixes: job, started registry, finished registry, execution, executions, results
 # ARGV[24] RQ's default result TTL   ARGV[25] RQ's heartbeat grace (SimpleWorker: timeout + 60)
 # ARGV[26] RQ's worker TTL, for jobs that never time out   ARGV[27] the most seconds a TTL or timeout may be
-# Returns {settled, job id, job hash (flat), execution id, problems} for the job to run now (job id false: none),
+# Returns {settled, job id, job hash (flat), execution id, problems, left} for the job to run now (job id false: none),
 # where settled is ''     nothing to settle
 #                  'ok'   settled (or found settled: a step whose reply was lost had done it)
 #                  'lost' the job was no longer this worker's (its lease lapsed and a sweep took it): nothing written
@@ -102,6 +102,7 @@ end
 # or {'no worker'} when this worker's key is gone (presumed dead): nothing was done at all.
 # problems: flat (key, type found, type wanted) of keys left alone: a queue (not served until fixed),
 # the workers set (the fair share then counts one worker), a job key (that job skipped).
+# left: jobs still queued after this step claimed (0 when it claimed nothing): idle workers may take them.
 # Every step can be repeated when its reply is lost: a job a lost step started is returned again.
 # Whatever someone else wrote, it reads and checks before it writes: a bad job or key never errors half-way.
 ADVANCE = (
@@ -200,6 +201,7 @@ if settle_mode ~= '' then
 end
 
 -- 2. claim: when this worker holds no claims, take its fair share of the backlog (at most claim_max)
+local left = 0
 if claim_max > 0 and redis.call('LLEN', claimed_key) == 0 then
   local queues, backlog = {}, 0
   for i = 6, #KEYS do
@@ -222,8 +224,10 @@ if claim_max > 0 and redis.call('LLEN', claimed_key) == 0 then
       redis.call('LTRIM', queue_key, #ids, -1)
       redis.call('RPUSH', claimed_key, unpack(ids))
       wanted = wanted - #ids
+      backlog = backlog - #ids
     end
   end
+  left = backlog
 end
 
 -- 3. start the next claimed job: RQ's prepare_execution and prepare_job_execution
@@ -283,7 +287,7 @@ redis.call('EXPIRE', worker_key, lease)
 if settled == 'done before' then
   settled = 'ok'
 end
-return {settled, started_id, started_hash, started_execution, problems}
+return {settled, started_id, started_hash, started_execution, problems, left}
 """
 )
 

@@ -19,6 +19,7 @@ from queuing_system.keys import JOB_EVENTS_CHANNEL
 from queuing_system.ordered_connection import OrderedConnection
 from queuing_system.steps import Settlement, SettleMode
 from queuing_system.steward import LoopState
+from queuing_system.watchdog import WATCHDOG
 
 
 class ProcessorStoppedError(Exception):
@@ -36,7 +37,7 @@ class JobRunner:
         offer: Offer,
         line: OrderedConnection,
         state: LoopState,
-        death_penalty: type[BaseDeathPenalty],
+        death_penalty: type[BaseDeathPenalty] | None,
         default_timeout: int,
     ) -> None:
         self.offer, self.line, self.state = offer, line, state
@@ -50,7 +51,7 @@ class JobRunner:
         token = events.progress_sink.set(self._send_progress)
         try:
             function = self.offer.function_for(job)
-            with self.death_penalty(timeout, JobTimeoutException, job_id=job.id):
+            with self._time_limit(timeout, job.id):
                 self.state.enter_job()
                 started = time.perf_counter()
                 try:
@@ -71,6 +72,13 @@ class JobRunner:
         if run.exc_info is None:
             run.announce = self.offer.announcer(run)
         return run
+
+    def _time_limit(self, timeout: float, job_id: str) -> contextlib.AbstractContextManager[object]:
+        """RQ's death penalty for a worker in its process's main thread (SIGALRM); in a thread, the
+        process's watchdog (watchdog.py), which needs no thread per job."""
+        if self.death_penalty is None:
+            return WATCHDOG.limit(timeout, self.state)
+        return self.death_penalty(timeout, JobTimeoutException, job_id=job_id)
 
     def _send_progress(self, job: Job, percent: int) -> None:
         """Progress without waiting: meta and the event go out now; the reply is read at settle time."""

@@ -124,6 +124,7 @@ class AdvanceReply:
     settled: Settled
     started: Started | None
     problems: list[Problem] = field(default_factory=list)
+    left: int = 0  # jobs still queued after this step claimed (0 when it claimed none)
 
 
 @dataclass(frozen=True)
@@ -179,11 +180,12 @@ class Advance:
     def parse(reply: list[Any]) -> AdvanceReply:
         settled = Settled(as_text(reply[0]))
         problems = _problems(reply[4]) if len(reply) > 4 else []
+        left = int(reply[5]) if len(reply) > 5 else 0
         if settled is Settled.NO_WORKER or not reply[1]:
-            return AdvanceReply(settled, None, problems)
+            return AdvanceReply(settled, None, problems, left)
         flat = reply[2]
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        return AdvanceReply(settled, Started(as_text(reply[1]), as_text(reply[3]), fields), problems)
+        return AdvanceReply(settled, Started(as_text(reply[1]), as_text(reply[3]), fields), problems, left)
 
     def run(self, execute: Execute) -> AdvanceReply:
         return self.parse(_ADVANCE(execute, self.keys(), self.args()))

@@ -120,18 +120,20 @@ def test_higher_priority_jobs_are_served_first(redis_url, rq_connection) -> None
 # -- 2. job timeout (Kue's ttl) --------------------------------------------------------------------
 
 
-def test_a_job_over_its_time_limit_fails_and_the_worker_goes_on(redis_url, rq_connection) -> None:
+@pytest.mark.parametrize("concurrency", ["1", "3"])  # in the main thread (SIGALRM), in threads (a watchdog)
+def test_a_job_over_its_time_limit_fails_and_the_worker_goes_on(redis_url, rq_connection, concurrency) -> None:
     queue = job_queue(QUEUE_6, rq_connection)
     with JobEvents(rq_connection, serializer=JSONSerializer) as events:
         slow = enqueue(queue, HOLD, 30, JobSettings(timeout=1))
         good = enqueue(queue, PROCESS_6, {"phoneNumber": "4153518743", "message": "hi"})
-        seen = []
-        events.on(slow.id, JobEvent.FAILED, seen.append)
-        events.on(good.id, JobEvent.COMPLETED, lambda _: seen.append("completed"))
-        with ScriptProcess(HOLDING_PROCESSOR, env=FAST) as processor:
+        seen: dict[str, str] = {}
+        events.on(slow.id, JobEvent.FAILED, lambda reason: seen.setdefault("slow", reason))
+        events.on(good.id, JobEvent.COMPLETED, lambda _: seen.setdefault("good", "completed"))
+        env = {**FAST, "HOLDING_CONCURRENCY": concurrency, "HOLDING_PROCESSES": "1"}
+        with ScriptProcess(HOLDING_PROCESSOR, env=env) as processor:
             events.wait_until_ended([slow.id, good.id])
             processor.stop()
-    assert seen == ["Task exceeded maximum timeout value (1 seconds)", "completed"]
+    assert seen == {"slow": "Task exceeded maximum timeout value (1 seconds)", "good": "completed"}
 
 
 # -- 3. dead letters ---------------------------------------------------------------------------------

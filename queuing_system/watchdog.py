@@ -1,0 +1,78 @@
+"""Job time limits for workers that run in threads (`--concurrency`, a server's background processing).
+
+RQ's `TimerDeathPenalty` starts a `threading.Timer` per job, and `Thread.start()` waits until that thread
+runs: with fifty workers sharing a process, that wait was the biggest cost of a job. Here one watchdog
+thread per process keeps every limit in a heap, and raises RQ's `JobTimeoutException` (with RQ's message)
+in the job's thread when its limit passes, through `LoopState.interrupt_job`: only inside the job's own
+code, and taken back if the job ends first (see steward.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import heapq
+import itertools
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+from rq.timeouts import JobTimeoutException
+
+from queuing_system.steward import LoopState
+
+
+@functools.cache
+def timeout_error(seconds: float) -> type[JobTimeoutException]:
+    """RQ's exception, made without arguments (as a raise in another thread makes it) but with RQ's message."""
+
+    def __init__(self: JobTimeoutException, *args: object) -> None:
+        JobTimeoutException.__init__(self, *(args or (f"Task exceeded maximum timeout value ({seconds} seconds)",)))
+
+    return type("JobTimeoutException", (JobTimeoutException,), {"__init__": __init__})
+
+
+class Watchdog:
+    """One thread of this process that ends jobs over their time limit (started at the first limit)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._limits: list[list[object]] = []  # heap of [deadline, order, state or None (ended), error]
+        self._order = itertools.count()
+        self._pid = 0  # the process whose thread runs (a forked child starts its own)
+
+    @contextlib.contextmanager
+    def limit(self, seconds: float, state: LoopState) -> Iterator[None]:
+        """`seconds` for the job the calling thread runs inside this block (as RQ's death penalties)."""
+        entry: list[object] = [time.monotonic() + seconds, next(self._order), state, timeout_error(seconds)]
+        with self._changed:
+            if self._pid != os.getpid():
+                self._pid, self._limits = os.getpid(), []
+                threading.Thread(target=self._watch, name="job-time-limits", daemon=True).start()
+            heapq.heappush(self._limits, entry)
+            self._changed.notify()
+        try:
+            yield
+        finally:
+            entry[2] = None  # ended in time: dropped when it reaches the top of the heap
+
+    def _watch(self) -> None:
+        with self._changed:
+            while True:
+                while self._limits and self._limits[0][2] is None:
+                    heapq.heappop(self._limits)
+                if not self._limits:
+                    self._changed.wait()
+                    continue
+                deadline, _, state, error = self._limits[0]
+                left = float(deadline) - time.monotonic()  # type: ignore[arg-type]
+                if left > 0:
+                    self._changed.wait(left)
+                    continue
+                heapq.heappop(self._limits)
+                if isinstance(state, LoopState):
+                    state.interrupt_job(error)  # type: ignore[arg-type]
+
+
+WATCHDOG = Watchdog()
