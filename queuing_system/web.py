@@ -16,6 +16,7 @@ whose first copy may still run): a step that is safe to repeat is repeated by
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -30,6 +31,7 @@ from redis.exceptions import InvalidResponse, ResponseError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from queuing_system.console import REDIS_DOWN, means_not_connected, not_connected, say
+from queuing_system.direct_routes import DirectRoutes
 from queuing_system.refusals import code_of, in_words, said
 from queuing_system.settings import connect
 
@@ -138,6 +140,16 @@ class ExpressJSON(DefaultJSONProvider):
     def response(self, *args: Any, **kwargs: Any) -> Response:
         body = self.dumps(self._prepare_response_obj(args, kwargs), separators=(",", ":"))
         return cast(Response, self._app.response_class(body, mimetype=self.mimetype))  # a Flask app's class
+
+    def encoder(self) -> json.JSONEncoder:
+        """What `response` writes, as one reusable encoder (json.dumps with options builds one per call)."""
+        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=self.default)
+
+
+def answer_directly(app: Flask, *endpoints: str) -> None:
+    """The GET routes `endpoints` of a json_app answered without Flask's per-request machinery
+    (direct_routes.py: what their views may return, and what still goes through Flask)."""
+    app.wsgi_app = DirectRoutes(app, endpoints, cast(ExpressJSON, app.json).encoder())  # type: ignore[method-assign]
 
 
 def _answer(status: str, code: int, **headers: str) -> Response:
