@@ -62,7 +62,8 @@ class StoredCounts:
 
     def found(self) -> None:
         """A count was there (again: an operator reset the stock from another server)."""
-        self._lost.clear()
+        if self._lost.is_set():  # (clear() takes a lock: on every request, for nothing)
+            self._lost.clear()
 
 
 def prepare_until_done(step: Callable[[], None]) -> None:

@@ -120,6 +120,18 @@ class PerThreadClient:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client(), name)
 
+    def one_command(self, *args: Any) -> Any:
+        """One command on this thread's connection, its reply as `execute_command` gives it for a command
+        with no reply callback (GET, EVALSHA): sent and read by the connection itself, which disconnects
+        on an error and reconnects on the next command (a Sentinel group's connection checks first where
+        the primary is). What `execute_command` adds around that (a lock for a connection shared between
+        threads, a retry policy that here never re-sends) has nothing to do, and cost two thirds of a GET's
+        CPU (measured: 38 µs a GET through `client.get`, 13 µs through the connection)."""
+        connection = self._client().connection
+        assert connection is not None  # a single-connection client's
+        connection.send_packed_command(connection.pack_command(*args))
+        return connection.read_response()
+
     def register_script(self, script: str) -> Script:
         # Run on the calling thread's client, not the registering one's (a PerThreadClient acts as a Redis).
         return Script(self, script)  # type: ignore[arg-type]
