@@ -68,7 +68,8 @@ class DirectRoutes:
             found = self._with_argument.get(prefix) if segment else None
             if found is None:
                 return self._flask(environ, start_response)
-            kwargs[found[0]] = segment
+            # As werkzeug reads a path: WSGI gives its bytes as latin-1, they are UTF-8.
+            kwargs[found[0]] = segment if segment.isascii() else segment.encode("latin-1").decode(errors="replace")
             view = found[1]
         try:
             answer = view(**kwargs)
