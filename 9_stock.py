@@ -21,7 +21,7 @@ import queuing_system.requirements  # noqa: F401 - before redis, rq, flask: one 
 # isort: split
 
 import redis
-from flask import Flask, jsonify
+from flask import Flask
 
 from queuing_system.console import arguments, run_lesson
 from queuing_system.counts import StoredCounts, prepare_until_done
@@ -29,7 +29,7 @@ from queuing_system.granian_server import prepared
 from queuing_system.serving import add_server_options, run_server
 from queuing_system.settings import connect
 from queuing_system.stock import Outcome, StockReservations
-from queuing_system.web import idempotent, json_app, parse_id, per_thread_client
+from queuing_system.web import answer_directly, idempotent, json_app, parse_id, per_thread_client
 
 LIST_PRODUCTS: list[dict[str, Any]] = [
     {"itemId": 1, "itemName": "Suitcase 250", "price": 50, "initialAvailableQuantity": 4},
@@ -65,10 +65,10 @@ def reserve_stock_by_id(stock: StockReservations, item: dict[str, Any]) -> Outco
 def reservation_answer(outcome: Outcome, item_id: int) -> Any:
     """What the client hears about a reservation that Redis did not find lost."""
     if outcome is Outcome.SOLD_OUT:
-        return jsonify({"status": "Not enough stock available", "itemId": item_id})
+        return {"status": "Not enough stock available", "itemId": item_id}
     if outcome is not Outcome.CONFIRMED:  # given back before it could be confirmed
-        return jsonify(status=TRY_AGAIN, itemId=item_id), 503, {"Retry-After": "1"}
-    return jsonify({"status": "Reservation confirmed", "itemId": item_id})
+        return {"status": TRY_AGAIN, "itemId": item_id}, 503, {"Retry-After": "1"}
+    return {"status": "Reservation confirmed", "itemId": item_id}
 
 
 def create_app(client: redis.Redis | None = None, *, created_elsewhere: Callable[[], bool] | None = None) -> Flask:
@@ -85,25 +85,25 @@ def create_app(client: redis.Redis | None = None, *, created_elsewhere: Callable
 
     @app.get("/list_products")
     def list_products():
-        return jsonify(LIST_PRODUCTS)
+        return LIST_PRODUCTS
 
     @app.get("/list_products/<item_id>")
     def product_detail(item_id: str):
         item = get_item_by_id(parse_id(item_id))
         if item is None:
-            return jsonify(NOT_FOUND)
+            return NOT_FOUND
         counts.ensure()
         reserved = get_current_reserved_stock_by_id(stock, item["itemId"])
         if reserved is None:
             return counts.lost()
         counts.found()
-        return jsonify({**item, "currentQuantity": item["initialAvailableQuantity"] - reserved})
+        return {**item, "currentQuantity": item["initialAvailableQuantity"] - reserved}
 
     @app.get("/reserve_product/<item_id>")
     def reserve_product(item_id: str):
         item = get_item_by_id(parse_id(item_id))
         if item is None:
-            return jsonify(NOT_FOUND)
+            return NOT_FOUND
         counts.ensure()
         outcome = reserve_stock_by_id(stock, item)
         if outcome is Outcome.LOST:
@@ -111,6 +111,9 @@ def create_app(client: redis.Redis | None = None, *, created_elsewhere: Callable
         counts.found()
         return reservation_answer(outcome, item["itemId"])
 
+    # Flask turns what these views return into JSON; under load, its per-request work costs more than
+    # the views themselves, so they are answered directly (queuing_system/direct_routes.py).
+    answer_directly(app, "list_products", "product_detail", "reserve_product")
     return app
 
 

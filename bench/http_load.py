@@ -1,7 +1,7 @@
 """Bounded HTTP load on loopback: wrk when installed, else a small Python generator.
 
-Returns requests/s, p50/p99 latency (ms) and, for reservation routes, how many
-answers said "Reservation confirmed".
+Returns requests/s (and how many requests), p50/p99 latency (ms) and, for reservation
+routes, how many answers said "Reservation confirmed".
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ class Load:
     p50_ms: float
     p99_ms: float
     confirmed: int
+    requests: int = 0
     oversold: int | None = None  # set by the caller for a route that sells a limited stock
+    server_us: float | None = None  # CPU per request (µs), set by a caller that measures it
+    redis_us: float | None = None
 
 
 def _ms(text: str) -> float:
@@ -56,7 +59,8 @@ def run_wrk(port: int, path: str, seconds: int, connections: int) -> Load:
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))
     confirmed = int(re.search(r"CONFIRMED (\d+)", output).group(1))
-    return Load("wrk", rps, p50, p99, confirmed)
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    return Load("wrk", rps, p50, p99, confirmed, requests)
 
 
 def run_python(port: int, path: str, seconds: int, connections: int) -> Load:
@@ -85,7 +89,14 @@ def run_python(port: int, path: str, seconds: int, connections: int) -> Load:
         thread.start()
     for thread in threads:
         thread.join()
-    return Load("python", len(latencies) / seconds, percentile(latencies, 0.5), percentile(latencies, 0.99), confirmed)
+    return Load(
+        "python",
+        len(latencies) / seconds,
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.99),
+        confirmed,
+        len(latencies),
+    )
 
 
 def load(port: int, path: str, seconds: int = 10, connections: int = 32) -> Load:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from flask import Response, jsonify
 from redis.exceptions import RedisError
 
 from queuing_system.console import say
@@ -54,16 +53,17 @@ class StoredCounts:
             raise NotServingYet
         self._ready.set()
 
-    def lost(self) -> tuple[Response, int]:
+    def lost(self) -> tuple[dict[str, str], int]:
         """A count was missing: said once, and a 503 naming the way back."""
         if not self._lost.is_set():
             self._lost.set()
             say(self._lost_line)
-        return jsonify(status=self._lost_line), 503
+        return {"status": self._lost_line}, 503
 
     def found(self) -> None:
         """A count was there (again: an operator reset the stock from another server)."""
-        self._lost.clear()
+        if self._lost.is_set():  # (clear() takes a lock: on every request, for nothing)
+            self._lost.clear()
 
 
 def prepare_until_done(step: Callable[[], None]) -> None:

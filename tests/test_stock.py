@@ -231,6 +231,17 @@ def test_the_app_factory_builds_its_own_client_from_redis_url(redis_url) -> None
     assert isinstance(redis.Redis.from_url(redis_url).ping(), bool)
 
 
+def test_a_server_that_redis_forgot_the_scripts_of_loads_them_again(redis_url, r) -> None:
+    """The server sends its reservation step by SHA1 (EVALSHA); a Redis restarted or flushed of its
+    scripts answers NOSCRIPT (nothing ran): the step is loaded and sent again, and sells once."""
+    client = stock.create_app().test_client()
+    assert body(client.get("/reserve_product/1")) == '{"status":"Reservation confirmed","itemId":1}'
+    r.script_flush()
+    assert body(client.get("/reserve_product/1")) == '{"status":"Reservation confirmed","itemId":1}'
+    assert body(client.get("/list_products/1")) == PRODUCT_1 + ',"currentQuantity":2}'
+    assert r.get("item.1") == "2"
+
+
 def records(r, item_id: int) -> dict:
     return r.hgetall(f"item.{item_id}.reservations")
 
