@@ -15,6 +15,7 @@ import functools
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -158,10 +159,18 @@ class QueueWatch:
         """Cut the other waits short, and wait for every thread to be done with its connection. True
         when one never answered (then a job may have moved without our knowing)."""
         in_doubt = False
-        for key, thread in threads.items():
-            if thread.is_alive():  # cut its wait short (it then answers as if timed out)
+        # Cut each wait still on short (it then answers as if timed out). A thread may not have sent its
+        # BLMOVE yet (a job landed on another queue as the waits began): UNBLOCK then finds nothing to cut,
+        # so it is asked again until it did cut it or the thread is done (before: a two-second stall).
+        uncut = {key for key, thread in threads.items() if thread.is_alive()}
+        deadline = time.monotonic() + 2.0
+        while uncut and time.monotonic() < deadline:
+            for key in list(uncut):
                 with contextlib.suppress(RedisError):
-                    self._client.client_unblock(connections[key][1])
+                    if not threads[key].is_alive() or self._client.client_unblock(connections[key][1]):
+                        uncut.discard(key)
+            if uncut:
+                time.sleep(0.002)
         for key, thread in threads.items():
             thread.join(2.0)
             if thread.is_alive() or key in errors:

@@ -15,6 +15,8 @@ import redis
 from rq.job import JobStatus
 
 from queuing_system.embedded import EmbeddedRedis
+from queuing_system.enqueue import enqueue_many
+from queuing_system.events import JobEvents
 from queuing_system.jobs import Priority, enqueue, job_queue, priority_queue_name, queue_connection
 from queuing_system.keys import PROCESS_7, QUEUE_7
 from queuing_system.processes import ScriptProcess
@@ -89,3 +91,23 @@ def test_an_idle_processor_stops_on_a_signal_to_its_whole_group(own_redis: Embed
             os.killpg(processor.pid, signal.SIGTERM)
             assert processor.wait(15) == 0
         assert processor.stderr == ""
+
+
+def test_jobs_one_after_another_each_start_at_once(own_redis: EmbeddedRedis) -> None:
+    """A job landing just as the waiter begins its waits (one on each queue) is taken at once: the waits
+    not yet begun are cut short as soon as they begin (they once held the next job for two seconds)."""
+    connection = queue_connection(own_redis.url)
+    queue = job_queue(QUEUE_7, connection)
+    slowest = 0.0
+    with ScriptProcess("7_job_processor.py", env={"REDIS_URL": own_redis.url}) as processor:
+        eventually(lambda: blocked_waits(connection) == 3, timeout=20)
+        with JobEvents(connection, serializer=queue.serializer) as events:
+            for n in range(300):
+                started = time.monotonic()
+                [job] = enqueue_many(queue, PROCESS_7, [{"phoneNumber": f"{n:010d}", "message": "hi"}])
+                events.wait_until_ended([job.id])
+                slowest = max(slowest, time.monotonic() - started)
+        assert processor.stop() == 0
+    assert len(processor.lines) == 300
+    assert slowest < 1.0, slowest
+    connection.close()
