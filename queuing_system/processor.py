@@ -7,6 +7,7 @@ Read it top to bottom; the loop is `Processor.work()`. Where each part lives:
     processor_lua.py      the Lua steps themselves (KEYS/ARGV/reply at the top of each)
     job_run.py            what is offered to run, how a job is read, one run of a job (`JobRun`)
     runner.py             running one job (timeouts, progress, the second stop signal)
+    watchdog.py           job time limits for workers in threads (`--concurrency`: one per process)
     announcements.py      when an end reaches its creator (with replicas: once they confirmed it)
     rq_records.py         ends RQ records itself (failures, retries, dependents), through the held RQ worker
     recovery.py           the sweep for dead workers' claims and jobs; RQ's scheduler and registry upkeep
@@ -23,7 +24,8 @@ Read it top to bottom; the loop is `Processor.work()`. Where each part lives:
             `claim_max`), so a short queue is still shared between workers.
             Idle, one worker of the processor blocks on all its queues with
             BLMOVE, which moves a job straight into its claim list, and rings
-            for the others (idle.py).
+            for the others (idle.py); a busy worker that leaves jobs queued
+            rings too. With `--concurrency`, each thread is a worker (worker.py).
 2. Run.     The next claimed job is started (RQ's execution, started registry,
             job status) in the same Lua step that settles the previous one:
             one round trip per job. Only functions the processor offers run;
@@ -37,11 +39,13 @@ Read it top to bottom; the loop is `Processor.work()`. Where each part lives:
             once RQ has stored the failure.
 4. Recover. A worker is alive while its RQ worker key exists; every step re-arms
             its expiry (the lease) and a steward thread re-arms it during long
-            jobs (and while idle). When a worker dies, its key expires; the next
-            recovery sweep of any worker gives its claims back to the front of their
-            queues (they were never started: they do not fail) and fails or
-            retries the one job it was running, through RQ. So a job can only
-            run twice if its processor died while running it (at-least-once).
+            jobs (and while idle, for its process's lead worker: the others hold
+            nothing then, and register again when work comes). When a worker
+            dies, its key expires; the next recovery sweep (by a lead worker)
+            gives its claims back to the front of their queues (they were never
+            started: they do not fail) and fails or retries the one job it was
+            running, through RQ. So a job can only run twice if its processor
+            died while running it (at-least-once).
 
 A slow job cannot hold its claims hostage: after `hold_limit` seconds the
 steward gives the other claimed jobs back. A warm stop gives them back at once.
