@@ -9,6 +9,7 @@ nothing ran) load it and run it again. It runs on anything that executes a comma
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,11 +19,12 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 from rq.defaults import DEFAULT_RESULT_TTL, DEFAULT_WORKER_TTL
-from rq.utils import as_text, utcformat
+from rq.utils import as_text
 
 from queuing_system import keys, processor_lua
 from queuing_system.keys import JOB_EVENTS_CHANNEL
 from queuing_system.rq_keys import RQ
+from queuing_system.stamps import utc_text
 
 # Seconds RQ's SimpleWorker adds to a job's timeout for its heartbeat TTL (get_heartbeat_ttl: timeout + 60).
 HEARTBEAT_GRACE = 60
@@ -103,7 +105,7 @@ class Settlement:
             self.job_id,
             self.execution_id,
             repr(self.started_at.timestamp()),
-            utcformat(self.ended_at),
+            utc_text(self.ended_at),
             repr(self.ended_at.timestamp()),
             self.return_value,
             self.event,
@@ -141,21 +143,14 @@ class Advance:
     settle: Settlement | None = None
 
     def keys(self) -> list[str]:
-        return [
-            RQ.worker(self.worker),
-            RQ.worker_executions(self.worker),
-            keys.running_key(self.worker),
-            keys.claimed_key(self.worker),
-            RQ.workers_of(self.queues[0]),
-            *(RQ.queue(name) for name in self.queues),
-        ]
+        return list(_advance_keys(self.worker, tuple(self.queues)))
 
     def args(self) -> list[Arg]:
-        settle = self.settle.args() if self.settle is not None else [""] * 8
+        settle = self.settle.args() if self.settle is not None else _NOTHING_TO_SETTLE
         return [
             self.worker,
             self.lease,
-            utcformat(self.now),
+            utc_text(self.now),
             repr(self.now.timestamp()),
             *settle,
             JOB_EVENTS_CHANNEL,
@@ -163,16 +158,7 @@ class Advance:
             "1" if self.start else "0",
             self.execution_id,
             self.default_timeout,
-            RQ.job_prefix,
-            RQ.wip_prefix,
-            RQ.finished_prefix,
-            RQ.execution_prefix,
-            RQ.executions_prefix,
-            RQ.results_prefix,
-            DEFAULT_RESULT_TTL,
-            HEARTBEAT_GRACE,
-            DEFAULT_WORKER_TTL,
-            MOST_SECONDS,
+            *_ADVANCE_CONSTANTS,
         ]
 
     @staticmethod
@@ -186,7 +172,35 @@ class Advance:
         return AdvanceReply(settled, Started(as_text(reply[1]), as_text(reply[3]), fields), problems)
 
     def run(self, execute: Execute) -> AdvanceReply:
-        return self.parse(_ADVANCE(execute, self.keys(), self.args()))
+        return self.parse(_ADVANCE(execute, _advance_keys(self.worker, tuple(self.queues)), self.args()))
+
+
+# Built once per worker (a step runs once per job): its keys, and the arguments that never change.
+@functools.lru_cache(maxsize=256)
+def _advance_keys(worker: str, queues: tuple[str, ...]) -> tuple[str, ...]:
+    return (
+        RQ.worker(worker),
+        RQ.worker_executions(worker),
+        keys.running_key(worker),
+        keys.claimed_key(worker),
+        RQ.workers_of(queues[0]),
+        *(RQ.queue(name) for name in queues),
+    )
+
+
+_NOTHING_TO_SETTLE: tuple[Arg, ...] = ("",) * 8
+_ADVANCE_CONSTANTS: tuple[Arg, ...] = (
+    RQ.job_prefix,
+    RQ.wip_prefix,
+    RQ.finished_prefix,
+    RQ.execution_prefix,
+    RQ.executions_prefix,
+    RQ.results_prefix,
+    DEFAULT_RESULT_TTL,
+    HEARTBEAT_GRACE,
+    DEFAULT_WORKER_TTL,
+    MOST_SECONDS,
+)
 
 
 @dataclass(frozen=True)

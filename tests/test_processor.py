@@ -182,20 +182,60 @@ def test_bulk_enqueue_stores_jobs_as_rq_does(rq_connection) -> None:
     assert (bulk[1].args, bulk[1].func_name, bulk[1].origin) == (({"n": 2},), RECORD, QUEUE)
 
 
+def rq_shaped_jobs(connection: redis.Redis) -> dict[str, dict]:
+    """Stored jobs of every shape a processor may read: ours (plain, with attempts), RQ's own (with a
+    dependency, a TTL, a result, webhooks-free retries), and some written over by someone else."""
+    from rq import Queue, Retry
+
+    ours = enqueue(job_queue(QUEUE, connection), RECORD, {"n": 1})
+    retried = enqueue(job_queue(QUEUE, connection), RECORD, {"n": 2}, JobSettings(attempts=3))
+    rq_queue = Queue(QUEUE, connection=connection, serializer=JSONSerializer)
+    plain = rq_queue.enqueue(RECORD, ttl=600, description="by RQ", retry=Retry(max=2, interval=[1, 5]))
+    after = rq_queue.enqueue(RECORD, depends_on=plain, at_front=True)
+    started = {"started_at": "2026-01-02T03:04:05.678901Z", "last_heartbeat": "2026-01-02T03:04:05Z"}
+    connection.hset(ours.key, mapping=started)
+    connection.hset(retried.key, mapping={"meta": "{not json", "status": "started", "worker_name": "w"})
+    connection.hset(plain.key, mapping={"result": "{}", **started})  # RQ's own restore reads this one
+    raws = {
+        name: connection.hgetall(job.key)
+        for name, job in {"ours": ours, "attempts": retried, "rq": plain, "dependent": after}.items()
+    }
+    raws["bare"] = {b"data": raws["ours"][b"data"]}
+    return raws
+
+
 def test_the_processor_reads_a_job_as_rq_does(rq_connection) -> None:
-    """OfferedJob.restore parses timestamps its own (faster) way: to the same values as RQ."""
+    """OfferedJob.restore reads jobs its own (faster) way: to the same attributes as RQ."""
     from rq.job import Job
 
-    enqueue(job_queue(QUEUE, rq_connection), RECORD, {"n": 1})
-    rq_connection.hset(
-        "rq:job:1", mapping={"started_at": "2026-01-02T03:04:05.678901Z", "last_heartbeat": "2026-01-02T03:04:05Z"}
-    )
-    raw = rq_connection.hgetall("rq:job:1")
-    theirs, ours = Job("1", rq_connection, JSONSerializer), OfferedJob("1", rq_connection, JSONSerializer)
-    theirs.restore(raw)
-    ours.restore(raw)
-    assert vars(ours) == vars(theirs)
+    for name, raw in rq_shaped_jobs(rq_connection).items():
+        theirs, ours = Job("1", rq_connection, JSONSerializer), OfferedJob("1", rq_connection, JSONSerializer)
+        theirs.restore(raw)
+        ours.restore(raw)
+        if name == "bare":  # no creation time stored: both take the time of reading
+            theirs.created_at = ours.created_at
+        assert vars(ours) == vars(theirs), name
+    ours = OfferedJob("1", rq_connection, JSONSerializer)
+    ours.restore(rq_connection.hgetall("rq:job:1"))
     assert ours.started_at.isoformat() == "2026-01-02T03:04:05.678901+00:00"
+
+
+def test_a_processor_stamps_times_and_execution_ids_as_rq_does() -> None:
+    from uuid import uuid4
+
+    from rq.utils import utcformat
+
+    from queuing_system.stamps import execution_id, utc_text
+
+    for moment in (
+        datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        datetime(1999, 12, 31, 23, 59, 59, 1),
+    ):
+        assert utc_text(moment) == utcformat(moment)
+    ids = [execution_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(len(i) == len(uuid4().hex) and int(i, 16) >= 0 for i in ids)
 
 
 @pytest.mark.parametrize("prefix", ["myq", "{rq}"])
