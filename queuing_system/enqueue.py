@@ -28,7 +28,7 @@ from rq.registry import ScheduledJobRegistry
 from rq.utils import get_call_string, now, utcformat
 
 from queuing_system.bad_data import wrong_types
-from queuing_system.console import REDIS_DOWN, backoff
+from queuing_system.console import REDIS_DOWN, backoff, lines_together
 from queuing_system.creation_lua import MAX_CHUNK, RECORD_TTL, TOKEN_FIELD, Create, Outcome, Reserve
 from queuing_system.job_settings import JobSettings
 from queuing_system.keys import JOB_CREATION_RECORD, JOB_ID_COUNTER
@@ -279,7 +279,8 @@ def enqueue_many(
                     raise EnqueueInterruptedError(done, len(datas), error, wrong) from None
                 retrying(error)
                 time.sleep(min(next(delays), max(0.0, deadline - moment)))
-        for job in jobs:
-            done.append(job)
-            created(job)
+        with lines_together():  # what `created` says for a chunk goes out in one write, before the next chunk
+            for job in jobs:
+                done.append(job)
+                created(job)
     return done

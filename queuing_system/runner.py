@@ -74,7 +74,7 @@ class JobRunner:
         with contextlib.suppress(*REDIS_DOWN):  # progress is best effort; the end is not
             self.line.send(
                 ("HSET", job.key, "meta", JSONSerializer.dumps(job.meta)),
-                ("PUBLISH", JOB_EVENTS_CHANNEL, events.event_message(job.id, events.JobEvent.PROGRESS, percent)),
+                ("PUBLISH", JOB_EVENTS_CHANNEL, events.event_message(job, events.JobEvent.PROGRESS, percent)),
             )
 
     def claim_size(self, window: float, most: int) -> int:
@@ -89,7 +89,7 @@ def settlement(run: JobRun, moment: datetime) -> Settlement:
     """What the next ADVANCE step settles for `run`: its success, or the release of an end RQ stored."""
     mode = SettleMode.RELEASED if run.recorded else SettleMode.FINISHED
     if mode is SettleMode.FINISHED and not run.event and run.announce is None:
-        run.event = events.event_message(run.job.id, events.JobEvent.COMPLETED)
+        run.event = events.event_message(run.job, events.JobEvent.COMPLETED)  # with its creation token
     return Settlement(
         mode=mode,
         job_id=run.job.id,
