@@ -25,7 +25,7 @@ from redis.exceptions import ResponseError
 from rq import Callback, Queue
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
-from rq.utils import get_call_string, now, utcformat
+from rq.utils import get_call_string, now
 
 from queuing_system.bad_data import wrong_types
 from queuing_system.console import REDIS_DOWN, backoff, lines_together
@@ -35,6 +35,7 @@ from queuing_system.keys import JOB_CREATION_RECORD, JOB_ID_COUNTER
 from queuing_system.queues import queue_for_priority
 from queuing_system.refusals import code_of, refusal, said, wrong_type
 from queuing_system.replication import Confirmation
+from queuing_system.stamps import utc_text
 from queuing_system.steps import Problem
 
 # The job-event callbacks every job carries (RQ's own workers and sweeps call them; ours settle
@@ -106,7 +107,7 @@ class _Batch:
         return job
 
     def _values(self, job: Job) -> list[Any]:
-        stamp = utcformat(job.created_at)
+        stamp = utc_text(job.created_at)
         by_name = {"data": zlib.compress(job.data), "description": job.description, "created_at": stamp}
         by_name["enqueued_at"] = stamp
         return [by_name[name] for name in self._varying]

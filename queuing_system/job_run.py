@@ -4,7 +4,7 @@ one run of it leaves to settle (`JobRun`)."""
 from __future__ import annotations
 
 import base64
-import copy
+import functools
 import json
 import logging
 import zlib
@@ -204,6 +204,7 @@ _USUAL_FIELDS = frozenset(name.encode() for name in _USUAL_NAMES.split())
 _STATUSES = {status.value.encode(): status for status in JobStatus}
 
 
+@functools.lru_cache(maxsize=16)  # a job's stamps come in pairs (created and enqueued, started and heartbeat)
 def _timestamp(value: bytes) -> datetime:
     """RQ's utcparse ('%Y-%m-%dT%H:%M:%S.%fZ', or without the fraction), in C."""
     text = value.decode()
@@ -236,7 +237,10 @@ def restored(pristine: OfferedJob, job_id: str, fields: Mapping[bytes, bytes]) -
     """The started job read from its stored `fields`, and why it cannot run (None: it can): a field
     someone else wrote that is not a whole number of seconds, a meta that is not a JSON object, or
     a hash in a form RQ cannot read."""
-    job = copy.copy(pristine)  # RQ's Job() checks its serializer against a slow Protocol
+    # A shallow copy (RQ's Job() checks its serializer against a slow Protocol; copy.copy goes the long
+    # way round, through __reduce_ex__)
+    job = object.__new__(type(pristine))
+    job.__dict__.update(pristine.__dict__)
     job.id, job.webhooks = job_id, []
     reason = bad_seconds_field(fields)
     try:

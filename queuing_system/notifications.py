@@ -66,12 +66,15 @@ def follow_notification_job(events: JobEvents, job: Job) -> None:
     """Print task 7's line for each event of `job` as it arrives (Kue's job.on(...))."""
     # Event values come from processors (and anyone who can publish on the channel): printed cleaned.
     job_id = job.id
-    events.on(job, JobEvent.PROGRESS, lambda percent: say(f"Notification job {job_id} {clean(percent)}% complete"))
-    events.on(job, JobEvent.COMPLETED, lambda _: say(f"Notification job {job_id} completed"))
-    events.on(
-        job, JobEvent.FAILED_ATTEMPT, lambda error: say(f"Notification job {job_id} failed attempt: {clean(error)}")
+    events.follow(
+        job,
+        {
+            JobEvent.PROGRESS: lambda percent: say(f"Notification job {job_id} {clean(percent)}% complete"),
+            JobEvent.COMPLETED: lambda _: say(f"Notification job {job_id} completed"),
+            JobEvent.FAILED_ATTEMPT: lambda error: say(f"Notification job {job_id} failed attempt: {clean(error)}"),
+            JobEvent.FAILED: lambda error: say(f"Notification job {job_id} failed: {clean(error)}"),
+        },
     )
-    events.on(job, JobEvent.FAILED, lambda error: say(f"Notification job {job_id} failed: {clean(error)}"))
 
 
 def send_latency() -> float:

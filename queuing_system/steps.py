@@ -71,6 +71,9 @@ class Settled(str, Enum):
     NO_WORKER = "no worker"  # this worker's key is gone (presumed dead): nothing done at all
 
 
+_SETTLED = {key: settled for settled in Settled for key in (settled.value, settled.value.encode())}
+
+
 @dataclass(frozen=True)
 class Problem:
     """A key someone else gave the wrong type: a step left it alone (and says what it did instead)."""
@@ -86,7 +89,7 @@ def _problems(flat: list[Any]) -> list[Problem]:
     ]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # (not frozen: a frozen dataclass costs five times as much to make, once per job)
 class Settlement:
     """The job to settle in an ADVANCE step."""
 
@@ -112,7 +115,7 @@ class Settlement:
         ]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Started:
     """The job an ADVANCE step started (or found started by a step whose reply was lost)."""
 
@@ -121,14 +124,14 @@ class Started:
     fields: dict[bytes, bytes]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AdvanceReply:
     settled: Settled
     started: Started | None
     problems: list[Problem] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Advance:
     """Settle the last job, claim a fair share when holding none, start the next claimed job."""
 
@@ -163,7 +166,7 @@ class Advance:
 
     @staticmethod
     def parse(reply: list[Any]) -> AdvanceReply:
-        settled = Settled(as_text(reply[0]))
+        settled = _SETTLED[reply[0]]
         problems = _problems(reply[4]) if len(reply) > 4 else []
         if settled is Settled.NO_WORKER or not reply[1]:
             return AdvanceReply(settled, None, problems)
