@@ -11,7 +11,6 @@ only when it is written: the counter does not skip ranges nobody used.
 from __future__ import annotations
 
 import calendar
-import copy
 import itertools
 import secrets
 import time
@@ -98,7 +97,8 @@ class _Batch:
 
     def _job(self, job_id: str, data: Any) -> Job:
         """A Job like the template (RQ's constructor costs more than all the rest)."""
-        job = copy.copy(self._template)
+        job = object.__new__(type(self._template))  # a shallow copy (copy.copy's way round costs more)
+        job.__dict__.update(self._template.__dict__)
         job.id, job.args, job.meta = job_id, () if data is None else (data,), dict(self._template.meta)
         job.description = get_call_string(self.function, job.args, {}, max_length=75)
         job.created_at = now()
