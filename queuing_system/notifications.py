@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import time
 from typing import Any
@@ -79,6 +81,12 @@ def follow_notification_job(events: JobEvents, job: Job) -> None:
 
 def send_latency() -> float:
     """NOTIFICATION_SEND_MS, in seconds (a processor checks it at start: a bad value is a ConfigError)."""
+    return _send_latency(os.environ.get("NOTIFICATION_SEND_MS"))
+
+
+@functools.lru_cache(maxsize=4)  # read for every job: parsed and checked once per value
+def _send_latency(raw: str | None) -> float:
+    """`raw` (the variable's text) is the cache key; env_float reads and checks that same variable."""
     return env_float("NOTIFICATION_SEND_MS", 0.0, 0.0, 60_000.0) / 1000
 
 
