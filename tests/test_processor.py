@@ -298,3 +298,34 @@ def test_the_idle_watch_survives_any_number_of_refusals(redis_url, rq_connection
     rq_connection.rpush(f"rq:queue:{QUEUE}", "1")
     assert watch.wait(1, threading.Event()) is True
     watch.close()
+
+
+def test_the_events_of_a_job_carry_its_creation_token(rq_connection) -> None:
+    """Progress and the end name the creator run whose job it is, so a creator of thousands of jobs
+    never reads a job back from Redis to know whether an event is about its own."""
+    import importlib
+
+    from queuing_system.creation_lua import TOKEN_FIELD
+    from queuing_system.keys import JOB_EVENTS_CHANNEL, PROCESS_7, QUEUE_7
+
+    data = {"phoneNumber": "4153518743", "message": "This is the code 4321 to verify your account"}
+    [job] = enqueue_many(job_queue(QUEUE_7, rq_connection), PROCESS_7, [data])
+    events = rq_connection.pubsub(ignore_subscribe_messages=True)
+    events.subscribe(JOB_EVENTS_CHANNEL)
+    assert events.get_message(timeout=5) is None  # the confirmation (ignored): subscribed from here on
+    lesson = importlib.import_module("7_job_processor")  # the lesson's own job function
+    processor = Processor(
+        QUEUE_7,
+        rq_connection,
+        functions={PROCESS_7: lesson.process_job},
+        settings=ProcessorSettings(maintenance_interval=600),
+    )
+    processor.work(burst=True)
+    said = [json.loads(message["data"]) for message in iter(lambda: events.get_message(timeout=0.5), None)]
+    assert [(entry["event"], entry["value"]) for entry in said] == [
+        ("progress", 0),
+        ("progress", 50),
+        ("completed", None),
+    ]
+    assert {entry["token"] for entry in said} == {job.meta[TOKEN_FIELD]}
+    events.close()
