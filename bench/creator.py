@@ -45,8 +45,7 @@ def main() -> None:
             def ended(_: object, job_id: str = job.id) -> None:
                 latencies.append((time.perf_counter() - created_at[job_id]) * 1000)
 
-            for event in (JobEvent.COMPLETED, JobEvent.FAILED):
-                events.on(job, event, ended)
+            events.follow(job, {JobEvent.COMPLETED: ended, JobEvent.FAILED: ended})
 
         start = time.perf_counter()
         if one_at_a_time:

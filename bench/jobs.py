@@ -1,6 +1,8 @@
-"""Jobs, side by side with the original: task 7 at scale, ours against Kue 0.11.6, and light-load latency.
+"""Jobs, side by side with the original: task 7 at scale, ours against Kue 0.11.6, and light-load latency;
+then the common workload against BullMQ.
 
 Run:  .venv/bin/python -m bench.jobs [--jobs 2000] [--rounds 3] [--latency-jobs 200] [--no-kue]
+                                     [--common-jobs 5000] [--no-bullmq]
 
 Task 7 at scale: a creator of --jobs notification jobs that hears every job's end (progress 0 and 50,
 completed), and one processor running two jobs at a time: ours (7_job_processor.py, bench/creator.py)
@@ -9,6 +11,10 @@ each, on one private Redis. Where node and npm are present, Kue is installed int
 (nothing of it is kept); without them, ours runs alone. Then one job at a time into an idle processor:
 p50/p99 from creating a job to hearing its end, ours against RQ's SimpleWorker (the processors before
 this one) and Kue.
+
+Last, the common workload of bench/peers.py (--common-jobs jobs of a function that returns its
+argument; ours a processor with two workers, BullMQ 6.7 one Worker with concurrency 2, installed like
+Kue), alternating, --rounds times each: enqueue, drain and end-to-end rates with ours ÷ BullMQ.
 
 All processes print what the lessons print, to /dev/null. Timings exclude interpreter start-up.
 """
@@ -28,6 +34,7 @@ from pathlib import Path
 import redis
 
 from bench.common import bench_redis, node_packages
+from bench.peers import bullmq_installed, common_workload
 from queuing_system.processes import ROOT
 from queuing_system.settings import connect
 
@@ -126,9 +133,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency-jobs", type=int, default=200)
     parser.add_argument("--no-kue", action="store_true", help="run ours alone")
+    parser.add_argument("--common-jobs", type=int, default=5000, help="jobs of the common workload (0: skip it)")
+    parser.add_argument("--no-bullmq", action="store_true", help="the common workload: ours alone")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         kue = None if args.no_kue else stack.enter_context(node_packages(["kue@0.11.6"], KUE_DIR))
+        bullmq = None if args.no_bullmq or args.common_jobs <= 0 else bullmq_installed(stack)
         sides = implementations(kue)
         url = stack.enter_context(bench_redis())
         port = redis.Redis.from_url(url).connection_pool.connection_kwargs["port"] if kue else 0  # Kue's
@@ -173,6 +183,10 @@ def main() -> None:
             if name in sides:
                 result = sides[name].run(url, port, args.latency_jobs, one_at_a_time=True)
                 print(f"{name:<18}{result['p50_ms']:>9.2f}{result['p99_ms']:>9.2f}", flush=True)
+
+        if args.common_jobs > 0:
+            print()
+            common_workload(url, args.common_jobs, args.rounds, bullmq)
     print(f"(2-core machine, loopback Redis; cpu count {os.cpu_count()})")
 
 

@@ -198,6 +198,42 @@ def one_round(side: Side, url: str, jobs: int) -> dict[str, float]:
     }
 
 
+def common_workload(url: str, jobs: int, rounds: int, bullmq: Path | None) -> dict[str, dict[str, float]]:
+    """Both sides (ours alone without `bullmq`), alternating, `rounds` each; prints every round and
+    the medians with ours ÷ BullMQ, and returns the medians by side. bench.jobs runs this too."""
+    found = sides(bullmq)
+    results: dict[str, list[dict[str, float]]] = {side.name: [] for side in found}
+    print(f"The common workload: {jobs} jobs that return their argument, two at a time")
+    for round_ in range(rounds):
+        for side in found if round_ % 2 == 0 else reversed(found):
+            result = one_round(side, url, jobs)
+            results[side.name].append(result)
+            shown = ", ".join(f"{key} {value:,.0f}" for key, value in result.items())
+            print(f"round {round_ + 1} {side.name:<7} {shown}", flush=True)
+    medians = {
+        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for name, runs in results.items()
+    }
+    for name, values in medians.items():
+        print(f"median {name:<7} " + ", ".join(f"{key} {value:,.0f}" for key, value in values.items()))
+    if "BullMQ" in medians:
+        ours, theirs = medians["ours"], medians["BullMQ"]
+        rates = ("enqueue", "drain", "end to end")
+        costs = ("worker µs/job", "redis µs/job")
+        print(
+            "ours / BullMQ: "
+            + ", ".join(f"{key} {ours[key] / theirs[key]:.2f}x" for key in rates)
+            + "; cost BullMQ / ours: "
+            + ", ".join(f"{key.split(' ')[0]} {theirs[key] / ours[key]:.2f}x" for key in costs),
+            flush=True,
+        )
+    return medians
+
+
+def bullmq_installed(stack: contextlib.ExitStack) -> Path | None:
+    """BullMQ 6.7 (and its ioredis) installed by npm into a temporary folder for this run; None without node."""
+    return stack.enter_context(node_packages(["bullmq@6.7.0", "ioredis@6.0.0"], BULLMQ_DIR))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000)
@@ -205,36 +241,9 @@ def main() -> None:
     parser.add_argument("--no-bullmq", action="store_true", help="run ours alone")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
-        bullmq = (
-            None
-            if args.no_bullmq
-            else stack.enter_context(node_packages(["bullmq@6.7.0", "ioredis@6.0.0"], BULLMQ_DIR))
-        )
+        bullmq = None if args.no_bullmq else bullmq_installed(stack)
         url = stack.enter_context(bench_redis())
-        found = sides(bullmq)
-        results: dict[str, list[dict[str, float]]] = {side.name: [] for side in found}
-        print(f"The common workload: {args.jobs} jobs that return their argument, two at a time")
-        for round_ in range(args.rounds):
-            for side in found if round_ % 2 == 0 else reversed(found):
-                result = one_round(side, url, args.jobs)
-                results[side.name].append(result)
-                shown = ", ".join(f"{key} {value:,.0f}" for key, value in result.items())
-                print(f"round {round_ + 1} {side.name:<7} {shown}", flush=True)
-        medians = {
-            name: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for name, runs in results.items()
-        }
-        for name, values in medians.items():
-            print(f"median {name:<7} " + ", ".join(f"{key} {value:,.0f}" for key, value in values.items()))
-        if "BullMQ" in medians:
-            ours, theirs = medians["ours"], medians["BullMQ"]
-            rates = ("enqueue", "drain", "end to end")
-            costs = ("worker µs/job", "redis µs/job")
-            print(
-                "ours / BullMQ: "
-                + ", ".join(f"{key} {ours[key] / theirs[key]:.2f}x" for key in rates)
-                + "; cost BullMQ / ours: "
-                + ", ".join(f"{key.split(' ')[0]} {theirs[key] / ours[key]:.2f}x" for key in costs)
-            )
+        common_workload(url, args.jobs, args.rounds, bullmq)
     print(f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, loopback Redis)")
 
 

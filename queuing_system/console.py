@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import os
 import re
 import signal
@@ -41,10 +43,54 @@ def say(line: object) -> None:
 
     Line and newline go out in one write: processes sharing a terminal or pipe
     (task 7's two workers) then never splice their lines together; `print()`
-    may write the text and the newline separately.
+    may write the text and the newline separately. Inside `lines_together()`, the
+    line waits (in this thread) for the others said there.
     """
+    held = _held.get()
+    if held is not None:
+        held.append(f"{line}\n")
+        return
     sys.stdout.write(f"{line}\n")
     sys.stdout.flush()
+
+
+_held: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("held_lines", default=None)
+# Bytes a pipe writes in one piece, never interleaved with another process's write (POSIX PIPE_BUF).
+_ATOMIC_WRITE = 4096
+
+
+@contextlib.contextmanager
+def lines_together() -> Iterator[None]:
+    """What `say` says inside goes out at the end, flushed, in as few writes as whole lines allow (each at
+    most PIPE_BUF bytes, so never spliced with another process's lines). For a burst of lines said
+    between two waits (the events of a batch, the jobs of a chunk): one write per burst, not per line.
+    Every line is still out before the caller waits for anything again."""
+    if _held.get() is not None:  # already inside: the outer one writes
+        yield
+        return
+    held: list[str] = []
+    token = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+        _write_lines(held)
+
+
+def _write_lines(lines: list[str]) -> None:
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        length = len(line.encode()) if not line.isascii() else len(line)
+        if chunk and size + length > _ATOMIC_WRITE:
+            sys.stdout.write("".join(chunk))
+            sys.stdout.flush()
+            chunk, size = [], 0
+        chunk.append(line)
+        size += length
+    if chunk:
+        sys.stdout.write("".join(chunk))
+        sys.stdout.flush()
 
 
 # What must not reach a terminal from outside data: control characters (newlines, escapes that

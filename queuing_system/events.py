@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextvars
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import Any
 
@@ -33,7 +33,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import resolve_serializer
 from rq.utils import as_text
 
-from queuing_system.console import REDIS_DOWN, backoff, clean
+from queuing_system.console import REDIS_DOWN, backoff, clean, lines_together
 from queuing_system.creation_lua import TOKEN_FIELD
 from queuing_system.keys import JOB_EVENTS_CHANNEL
 from queuing_system.refusals import refusal, say_why_not_yet
@@ -48,6 +48,7 @@ class JobEvent(str, Enum):
 
 
 ENDED = (JobEvent.COMPLETED, JobEvent.FAILED)
+_JOB_EVENTS = {event.value: event for event in JobEvent}  # (a lookup: JobEvent(...) costs several times more)
 ABANDONED_MESSAGE = "Job abandoned: its processor stopped in the middle of it"
 
 
@@ -136,17 +137,25 @@ Handler = Callable[[Any], None]
 Event = tuple[str, JobEvent, Any, "str | None"]  # job id, event, value, token (None: not carried)
 
 
+_NOT_A_MESSAGE = object()
+
+
+def _as_is(response: Any) -> Any:
+    """The subscription's push handler: a message as it came (redis-py's default logs each one)."""
+    return response
+
+
 def _numeric_first(job_id: str) -> tuple[int, str]:
     return (int(job_id), "") if job_id.isdigit() else (0, job_id)
 
 
 def _parse(raw: bytes | str) -> Event | None:
-    try:
-        payload = json.loads(raw)
+    try:  # (decoded here as json.loads would, without its guessing which encoding bytes are in)
+        payload = json.loads(raw.decode("utf-8", "surrogatepass") if isinstance(raw, bytes) else raw)
         token = payload.get("token")
         return (
             str(payload["id"]),
-            JobEvent(payload["event"]),
+            _JOB_EVENTS[payload["event"]],
             payload.get("value"),
             token if isinstance(token, str) else None,
         )
@@ -179,7 +188,7 @@ class JobEvents:
 
     def _subscribe(self, timeout: float = 10.0) -> redis.client.PubSub:
         """Subscribe and wait for Redis to confirm it: from then on no event can be missed."""
-        pubsub: redis.client.PubSub = self._connection.pubsub()
+        pubsub: redis.client.PubSub = self._connection.pubsub(push_handler_func=_as_is)
         pubsub.subscribe(JOB_EVENTS_CHANNEL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -197,12 +206,19 @@ class JobEvents:
         self._reconnected = True
 
     def on(self, job: Job | str, event: JobEvent, handler: Handler) -> None:
+        self.follow(job, {event: handler})
+
+    def follow(self, job: Job | str, handlers: Mapping[JobEvent, Handler]) -> None:
+        """`on` for several events of one job at once (a creator of thousands of jobs calls this for each)."""
         if isinstance(job, Job):
+            job_id = job.id
             token = creation_token(job)
             if token is not None:
-                self._tokens[job.id] = token
-            job = job.id
-        self._handlers.setdefault((job, event), []).append(handler)
+                self._tokens[job_id] = token
+        else:
+            job_id = job
+        for event, handler in handlers.items():
+            self._handlers.setdefault((job_id, event), []).append(handler)
 
     def dispatch(self, job_id: str, event: JobEvent, value: Any = None) -> None:
         if job_id in self._ended:
@@ -217,25 +233,48 @@ class JobEvents:
             handler(value)
 
     def pump(self, timeout: float = 1.0, batch: int = 1000) -> bool:
-        """Wait up to `timeout` seconds for events; dispatch all that came. False if none did."""
+        """Wait up to `timeout` seconds for events; dispatch all that came. False if none did.
+
+        The lines the handlers say go out together once the batch is dispatched (lines_together):
+        every one is flushed before we wait for more events."""
         deadline = time.monotonic() + timeout
         events: list[Event] = []
         while len(events) < batch:
             wait = 0.0 if events else max(0.0, deadline - time.monotonic())
-            message = self._pubsub.get_message(timeout=wait)
-            if message is None:
+            data = self._next_message(wait)
+            if data is None:
                 if events or time.monotonic() >= deadline:
                     break
                 continue
-            if message["type"] == "message":
-                parsed = _parse(message["data"])
+            if data is not _NOT_A_MESSAGE:
+                parsed = _parse(data)
                 if parsed is not None:
                     events.append(parsed)
         stored = self._stored_tokens({job_id for job_id, _, _, token in events if token is None})
-        for job_id, event, value, token in events:
-            if self._ours(job_id, token if token is not None else stored.get(job_id)):
-                self.dispatch(job_id, event, value)
+        with lines_together():
+            for job_id, event, value, token in events:
+                if self._ours(job_id, token if token is not None else stored.get(job_id)):
+                    self.dispatch(job_id, event, value)
         return bool(events)
+
+    def _next_message(self, wait: float) -> Any:
+        """The data of the next message on the channel; _NOT_A_MESSAGE for anything else the subscription
+        reads (a confirmation); None when nothing came within `wait` seconds. Read straight from the
+        subscription's connection: redis-py's get_message costs several times the reading itself (health
+        checks, retry wrappers, bookkeeping per message), which a creator of thousands of jobs pays
+        for every event. A connection error goes up as it did: the caller subscribes again."""
+        connection = self._pubsub.connection
+        if connection is None:  # not subscribed (closed): redis-py's way says so
+            message = self._pubsub.get_message(timeout=wait)
+            return None if message is None else message["data"] if message["type"] == "message" else _NOT_A_MESSAGE
+        if not connection.can_read(timeout=wait):
+            return None
+        response = connection.read_response(push_request=True)
+        if isinstance(response, list) and len(response) == 3 and response[0] in (b"message", "message"):
+            return response[2]
+        if isinstance(response, list):
+            self._pubsub.handle_message(response)  # (un)subscribe confirmations: redis-py keeps count
+        return _NOT_A_MESSAGE
 
     def _stored_tokens(self, job_ids: Iterable[str]) -> dict[str, Stored]:
         """The creation tokens stored with these jobs, for events that came without one (only for

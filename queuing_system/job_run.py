@@ -4,8 +4,10 @@ one run of it leaves to settle (`JobRun`)."""
 from __future__ import annotations
 
 import base64
-import copy
+import functools
+import json
 import logging
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -13,9 +15,9 @@ from types import TracebackType
 from typing import Any
 
 from rq.exceptions import DeserializationError
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
-from rq.utils import utcparse
+from rq.utils import parse_timeout, utcparse
 
 from queuing_system import events
 from queuing_system.bad_data import bad_meta, bad_seconds_field
@@ -116,8 +118,12 @@ class OfferedJob(Job):
         return self.offered_function
 
     def restore(self, raw_data: Mapping[bytes, bytes]) -> None:
-        """RQ's restore, with the five timestamps parsed by `fromisoformat` (RQ's strptime took a
-        fifth of a worker's time)."""
+        """RQ's restore, to the same attributes, faster: the timestamps parsed by `fromisoformat` (RQ's
+        strptime took a fifth of a worker's time) and, for a hash of the fields jobs usually hold, one
+        pass over them (`_restore_usual`); any other hash goes through RQ's own code."""
+        if b"data" in raw_data and _USUAL_FIELDS.issuperset(raw_data):
+            self._restore_usual(raw_data)
+            return
         fields = dict(raw_data)
         stamps = {name: fields.pop(name, None) for name in _TIMESTAMPS}
         super().restore(fields)
@@ -125,10 +131,80 @@ class OfferedJob(Job):
             if value:
                 setattr(self, name.decode(), _timestamp(value))
 
+    def _restore_usual(self, obj: Mapping[bytes, bytes]) -> None:
+        """RQ 3.0's `Job.restore`, line for line, for the fields in `_USUAL_FIELDS` (bytes values, as a
+        client without decoding reads them). tests/test_processor.py compares the two on jobs of
+        every shape our creators and RQ write."""
+        get = obj.get
+        data = obj[b"data"]
+        try:
+            self.data = zlib.decompress(data)
+        except zlib.error:
+            self.data = data
+        self.created_at = _timestamp(v) if (v := get(b"created_at")) else now()
+        self.origin = v.decode() if (v := get(b"origin")) else ""
+        self.worker_name = v.decode() if (v := get(b"worker_name")) else None
+        self.description = v.decode() if (v := get(b"description")) else None
+        self.enqueued_at = _timestamp(v) if (v := get(b"enqueued_at")) else None
+        self.started_at = _timestamp(v) if (v := get(b"started_at")) else None
+        self.ended_at = _timestamp(v) if (v := get(b"ended_at")) else None
+        self.last_heartbeat = _timestamp(v) if (v := get(b"last_heartbeat")) else None
+        self.group_id = v.decode() if (v := get(b"group_id")) else None
+        self.timeout = parse_timeout(v) if (v := get(b"timeout")) else None  # type: ignore[arg-type]
+        self.result_ttl = int(v) if (v := get(b"result_ttl")) else None
+        self.failure_ttl = int(v) if (v := get(b"failure_ttl")) else None
+        self._status = (_STATUSES.get(v) or JobStatus(v.decode())) if (v := get(b"status")) else JobStatus.CREATED
+        if v := get(b"success_callback_name"):
+            self._success_callback_name = v.decode()
+        if b"success_callback_timeout" in obj:
+            self._success_callback_timeout = int(obj[b"success_callback_timeout"])
+        if v := get(b"failure_callback_name"):
+            self._failure_callback_name = v.decode()
+        if b"failure_callback_timeout" in obj:
+            self._failure_callback_timeout = int(obj[b"failure_callback_timeout"])
+        if v := get(b"stopped_callback_name"):
+            self._stopped_callback_name = v.decode()
+        if b"stopped_callback_timeout" in obj:
+            self._stopped_callback_timeout = int(obj[b"stopped_callback_timeout"])
+        dep_ids, dep_id = get(b"dependency_ids"), get(b"dependency_id")
+        self._dependency_ids = json.loads(dep_ids.decode()) if dep_ids else [dep_id.decode()] if dep_id else []
+        self.allow_dependency_failures = bool(int(v)) if (v := get(b"allow_dependency_failures")) else None
+        self.enqueue_at_front = bool(int(obj[b"enqueue_at_front"])) if b"enqueue_at_front" in obj else None
+        self.ttl = int(v) if (v := get(b"ttl")) else None
+        self._unreadable_meta = None
+        try:
+            self.meta = self.serializer.loads(v) if (v := get(b"meta")) else {}
+        except Exception:  # depends on the serializer
+            self.meta = {"unserialized": get(b"meta", {})}
+            self._unreadable_meta = obj[b"meta"]
+        self.number_of_retries = int(v) if (v := get(b"number_of_retries")) else None
+        self.retries_left = int(v) if (v := get(b"retries_left")) else None
+        if v := get(b"retry_intervals"):
+            self.retry_intervals = json.loads(v.decode())
+        self.enqueue_at_front_on_retry = bool(int(v)) if (v := get(b"enqueue_at_front_on_retry")) else False
+        self.repeats_left = int(v) if (v := get(b"repeats_left")) else None
+        if v := get(b"repeat_intervals"):
+            self.repeat_intervals = json.loads(v.decode())
+        self.rate_limit_key = v.decode() if (v := get(b"rate_limit_key")) else None
+        self.rate_limit_concurrency = int(v) if (v := get(b"rate_limit_concurrency")) else None
+
 
 _TIMESTAMPS = (b"created_at", b"enqueued_at", b"started_at", b"ended_at", b"last_heartbeat")
+# The fields `_restore_usual` reads as RQ does; a hash with any other (a result, webhooks, an exception
+# kept from RQ 1.x, a field of a later RQ) is read by RQ's own restore.
+_USUAL_NAMES = (
+    "data created_at origin worker_name description enqueued_at started_at ended_at last_heartbeat group_id "
+    "timeout result_ttl failure_ttl status success_callback_name success_callback_timeout "
+    "failure_callback_name failure_callback_timeout stopped_callback_name stopped_callback_timeout "
+    "dependency_ids dependency_id allow_dependency_failures enqueue_at_front ttl meta number_of_retries "
+    "retries_left retry_intervals enqueue_at_front_on_retry repeats_left repeat_intervals rate_limit_key "
+    "rate_limit_concurrency"
+)
+_USUAL_FIELDS = frozenset(name.encode() for name in _USUAL_NAMES.split())
+_STATUSES = {status.value.encode(): status for status in JobStatus}
 
 
+@functools.lru_cache(maxsize=16)  # a job's stamps come in pairs (created and enqueued, started and heartbeat)
 def _timestamp(value: bytes) -> datetime:
     """RQ's utcparse ('%Y-%m-%dT%H:%M:%S.%fZ', or without the fraction), in C."""
     text = value.decode()
@@ -161,7 +237,10 @@ def restored(pristine: OfferedJob, job_id: str, fields: Mapping[bytes, bytes]) -
     """The started job read from its stored `fields`, and why it cannot run (None: it can): a field
     someone else wrote that is not a whole number of seconds, a meta that is not a JSON object, or
     a hash in a form RQ cannot read."""
-    job = copy.copy(pristine)  # RQ's Job() checks its serializer against a slow Protocol
+    # A shallow copy (RQ's Job() checks its serializer against a slow Protocol; copy.copy goes the long
+    # way round, through __reduce_ex__)
+    job = object.__new__(type(pristine))
+    job.__dict__.update(pristine.__dict__)
     job.id, job.webhooks = job_id, []
     reason = bad_seconds_field(fields)
     try:

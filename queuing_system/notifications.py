@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import time
 from typing import Any
@@ -66,16 +68,25 @@ def follow_notification_job(events: JobEvents, job: Job) -> None:
     """Print task 7's line for each event of `job` as it arrives (Kue's job.on(...))."""
     # Event values come from processors (and anyone who can publish on the channel): printed cleaned.
     job_id = job.id
-    events.on(job, JobEvent.PROGRESS, lambda percent: say(f"Notification job {job_id} {clean(percent)}% complete"))
-    events.on(job, JobEvent.COMPLETED, lambda _: say(f"Notification job {job_id} completed"))
-    events.on(
-        job, JobEvent.FAILED_ATTEMPT, lambda error: say(f"Notification job {job_id} failed attempt: {clean(error)}")
+    events.follow(
+        job,
+        {
+            JobEvent.PROGRESS: lambda percent: say(f"Notification job {job_id} {clean(percent)}% complete"),
+            JobEvent.COMPLETED: lambda _: say(f"Notification job {job_id} completed"),
+            JobEvent.FAILED_ATTEMPT: lambda error: say(f"Notification job {job_id} failed attempt: {clean(error)}"),
+            JobEvent.FAILED: lambda error: say(f"Notification job {job_id} failed: {clean(error)}"),
+        },
     )
-    events.on(job, JobEvent.FAILED, lambda error: say(f"Notification job {job_id} failed: {clean(error)}"))
 
 
 def send_latency() -> float:
     """NOTIFICATION_SEND_MS, in seconds (a processor checks it at start: a bad value is a ConfigError)."""
+    return _send_latency(os.environ.get("NOTIFICATION_SEND_MS"))
+
+
+@functools.lru_cache(maxsize=4)  # read for every job: parsed and checked once per value
+def _send_latency(raw: str | None) -> float:
+    """`raw` (the variable's text) is the cache key; env_float reads and checks that same variable."""
     return env_float("NOTIFICATION_SEND_MS", 0.0, 0.0, 60_000.0) / 1000
 
 

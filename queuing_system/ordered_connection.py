@@ -13,6 +13,11 @@ from redis.exceptions import ResponseError
 
 from queuing_system.refusals import refusal
 
+try:  # the C packer redis-py uses too, called directly: its per-argument checks cost more than the packing
+    from hiredis import pack_command
+except ImportError:  # pragma: no cover - hiredis is in requirements.txt
+    pack_command = None  # type: ignore[assignment]
+
 # How long progress Redis refused (busy running a script, loading…) is sent again before the next
 # call: progress must land before the job's end, and the end must not wait for it longer than this.
 PROGRESS_PATIENCE = 1.0
@@ -34,16 +39,18 @@ class OrderedConnection:
         # One connection made once and reconnected after each reset: the pool counts every
         # connection it makes against its max_connections (100 by default) and never forgets it, so
         # a new one per reset ran out after a hundred faults ("Too many connections" for good).
-        if self._connection is None:
-            self._connection = self._pool.make_connection()
-        self._connection.connect()  # nothing to do while connected
-        return self._connection
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = self._pool.make_connection()
+        if getattr(connection, "_sock", None) is None:  # (connect() is a no-op then, but not a cheap one)
+            connection.connect()
+        return connection
 
     def send(self, *commands: Sequence[Any]) -> None:
         """Send commands now; their replies are read (and ignored) before the next call's."""
         try:
             connection = self._connected()
-            connection.send_packed_command(connection.pack_commands(commands))
+            connection.send_packed_command(_packed(connection, commands))
         except BaseException:
             self.reset()
             raise
@@ -116,3 +123,13 @@ class OrderedConnection:
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 self._connection.disconnect()
+
+
+def _packed(connection: ConnectionInterface, commands: Sequence[Sequence[Any]]) -> Any:
+    """The commands in Redis's protocol. redis-py's packer checks and converts each argument in Python
+    (a step has about forty); hiredis's packs what it can in C, and redis-py's does the rest (a
+    command name with a space in it, an argument of a type hiredis refuses: DataError as usual)."""
+    if pack_command is not None and all(type(command[0]) is str and " " not in command[0] for command in commands):
+        with contextlib.suppress(TypeError):
+            return [pack_command(tuple(command)) for command in commands]
+    return connection.pack_commands(commands)

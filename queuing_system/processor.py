@@ -76,7 +76,6 @@ import logging
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
@@ -101,6 +100,7 @@ from queuing_system.rq_keys import RQ
 from queuing_system.rq_records import RqRecords
 from queuing_system.runner import JobRunner, ProcessorStoppedError, settlement
 from queuing_system.settings import env_float, env_int
+from queuing_system.stamps import execution_id
 from queuing_system.steps import Advance, GiveBack, Settled
 from queuing_system.steward import LoopState, Steward
 
@@ -303,7 +303,7 @@ class Processor:
             lease=self.settings.lease,
             queues=self.rq_worker.queue_names(),
             now=moment,
-            execution_id=uuid.uuid4().hex,
+            execution_id=execution_id(),
             default_timeout=self.settings.default_timeout,
             claim=0 if stopping else self.runner.claim_size(self.settings.claim_window, self.settings.claim_max),
             start=not stopping,

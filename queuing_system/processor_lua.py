@@ -76,7 +76,7 @@ end
 """
 )
 
-# Settle the job this worker just ran, claim more jobs if it holds none, start the next one.
+# Settle the job this worker just ran, start the next claimed one (claiming more when it holds none).
 # KEYS[1] the worker's RQ key           KEYS[2] its RQ executions set
 # KEYS[3] its job in hand (queuing:running:<worker>)   KEYS[4] its claim list (queuing:claimed:<worker>)
 # KEYS[5] the workers listening on the first queue (RQ's rq:workers:<queue>: the fair share's divisor)
@@ -100,11 +100,18 @@ end
 #                  'lost' the job was no longer this worker's (its lease lapsed and a sweep took it): nothing written
 #                  'rq'   left to RQ's own code (the job has dependents, or keeps no result): nothing done at all
 # or {'no worker'} when this worker's key is gone (presumed dead): nothing was done at all.
+# The job hash is the one the step leaves (status started, its start, heartbeat and worker already in it).
 # problems: flat (key, type found, type wanted) of keys left alone: a queue (not served until fixed),
 # the workers set (the fair share then counts one worker), a job key (that job skipped).
 # left: jobs still queued after this step claimed (0 when it claimed nothing): idle workers may take them.
 # Every step can be repeated when its reply is lost: a job a lost step started is returned again.
 # Whatever someone else wrote, it reads and checks before it writes: a bad job or key never errors half-way.
+# Cheap on purpose (it runs once per job): each key is read once (a job's hash with one HMGET or HGETALL,
+# whose error says it is not a hash: TYPE only then, to name it), the job in hand is written once (not
+# deleted and set again), the worker's counters go in its one HSET, and a claim is looked for only when
+# the claim list comes up empty. RQ's own writes (fields, TTLs) are all there, as tests/test_processor.py
+# checks key for key; only EXPIREs of keys that cannot exist are left out (a job's dependents key, which
+# the step just found absent, and its dependencies key when it names no dependency).
 ADVANCE = (
     _PROBLEMS
     + """
@@ -127,31 +134,46 @@ local function seconds(value, fallback)
   end
   return fallback
 end
-if redis.call('TYPE', worker_key)['ok'] ~= 'hash' or redis.call('HEXISTS', worker_key, 'death') == 1 then
+-- A job's hash read with `command` (HMGET or HGETALL), or false (named in problems) when it is no hash.
+local function read_job(job_key, command, ...)
+  local reply = redis.pcall(command, job_key, ...)
+  if reply['err'] then
+    wrong_type(job_key, 'hash')
+    return false
+  end
+  return reply
+end
+if redis.call('TYPE', worker_key)['ok'] ~= 'hash' then
   return {'no worker'}
 end
+local worker_fields = redis.call('HMGET', worker_key, 'death', 'successful_job_count', 'total_working_time')
+if worker_fields[1] then
+  return {'no worker'}
+end
+local worker_update = {'state', 'idle', 'last_heartbeat', now_text}
 
 -- 1. settle
 local settled = ''
+local in_hand, in_hand_read, in_hand_stale = false, false, false  -- the job-in-hand key: value, read?, to delete?
 if settle_mode ~= '' then
   local composite = settle_id .. ':' .. settle_execution
   local job_key = job_prefix .. settle_id
-  local job_is_hash = not wrong_type(job_key, 'hash')
-  if redis.call('GET', running_key) ~= composite then
+  local job = read_job(job_key, 'HMGET', 'origin', 'result_ttl', 'status', 'dependency_ids', 'dependency_id')
+  in_hand, in_hand_read = redis.call('GET', running_key), true
+  if in_hand ~= composite then
     -- Not (or no longer) in hand: settled already by a step whose reply was lost, or taken by a sweep.
-    local status = job_is_hash and redis.call('HGET', job_key, 'status')
-    if settle_mode == 'released' or status == 'finished' then
+    if settle_mode == 'released' or (job and job[3] == 'finished') then
       settled = 'done before'
     else
       settled = 'lost'
     end
   elseif settle_mode == 'released' then
     settled = 'ok'
-  elseif not job_is_hash then
+  elseif not job then
     settled = 'lost'  -- someone replaced the job's hash while it ran: nothing of it to settle
   else
-    local origin = redis.call('HGET', job_key, 'origin')
-    local result_ttl = seconds(redis.call('HGET', job_key, 'result_ttl') or default_result_ttl, default_result_ttl)
+    local origin = job[1]
+    local result_ttl = seconds(job[2] or default_result_ttl, default_result_ttl)
     if not origin or result_ttl == 0 or redis.call('EXISTS', job_key .. ':dependents') == 1 then
       return {'rq', false, false}
     end
@@ -177,32 +199,38 @@ if settle_mode ~= '' then
     local score = now + result_ttl
     if result_ttl == -1 then score = '+inf' elseif result_ttl < 0 then score = result_ttl end
     redis.call('ZADD', finished_prefix .. origin, score, settle_id)
-    -- RQ's Job.cleanup(result_ttl): the job is kept as long as its result
+    -- RQ's Job.cleanup(result_ttl): the job is kept as long as its result (its dependents key, just
+    -- found absent, has nothing to expire; its dependencies key exists only when it names some)
     if result_ttl > 0 then
       redis.call('EXPIRE', job_key, result_ttl)
-      redis.call('EXPIRE', job_key .. ':dependents', result_ttl)
-      redis.call('EXPIRE', job_key .. ':dependencies', result_ttl)
+      if (job[4] and job[4] ~= '' and job[4] ~= '[]') or (job[5] and job[5] ~= '') then
+        redis.call('EXPIRE', job_key .. ':dependencies', result_ttl)
+      end
     end
-    -- RQ's cleanup_execution, and the worker's counters
+    -- RQ's cleanup_execution, and the worker's counters (written with its state, below)
     redis.call('DEL', execution_prefix .. composite)
     redis.call('ZREM', wip_prefix .. origin, composite)
     redis.call('ZREM', executions_prefix .. settle_id, settle_execution)
     redis.call('SREM', executions_key, composite)
-    redis.call('HINCRBY', worker_key, 'successful_job_count', 1)
-    redis.call('HINCRBYFLOAT', worker_key, 'total_working_time', settle_ended - tonumber(settle_started))
+    local count = tonumber(worker_fields[2]) or 0
+    local working = (tonumber(worker_fields[3]) or 0) + settle_ended - tonumber(settle_started)
+    table.insert(worker_update, 'successful_job_count')
+    table.insert(worker_update, string.format('%d', count + 1))
+    table.insert(worker_update, 'total_working_time')
+    table.insert(worker_update, string.format('%.6f', working))
     settled = 'ok'
   end
   if settled == 'ok' then
-    redis.call('DEL', running_key)
+    in_hand, in_hand_stale = false, true  -- deleted below, unless the next job's start replaces it
     if settle_event ~= '' then
       redis.call('PUBLISH', channel, settle_event)
     end
   end
 end
 
--- 2. claim: when this worker holds no claims, take its fair share of the backlog (at most claim_max)
+-- 2. claim: this worker's fair share of the backlog (at most claim_max), when it holds no claims
 local left = 0
-if claim_max > 0 and redis.call('LLEN', claimed_key) == 0 then
+local function claim()
   local queues, backlog = {}, 0
   for i = 6, #KEYS do
     if not wrong_type(KEYS[i], 'list') then
@@ -229,41 +257,64 @@ if claim_max > 0 and redis.call('LLEN', claimed_key) == 0 then
   end
   left = backlog
 end
+if claim_max > 0 and start_next ~= '1' and redis.call('LLEN', claimed_key) == 0 then
+  claim()  -- (when a job is to start, the claim list is looked at by taking from it, below)
+end
 
 -- 3. start the next claimed job: RQ's prepare_execution and prepare_job_execution
 local started_id, started_hash, started_execution = false, false, false
-local in_hand = redis.call('GET', running_key)
+if not in_hand_read then
+  in_hand = redis.call('GET', running_key)
+end
 if in_hand then
   -- A job a step started whose reply never reached us (Redis went away): that job runs now.
   local job_id, execution_id = string.match(in_hand, '^(.*):([^:]*)$')
-  if job_id and redis.call('TYPE', job_prefix .. job_id)['ok'] == 'hash' then
-    started_id, started_execution = job_id, execution_id
-    started_hash = redis.call('HGETALL', job_prefix .. job_id)
+  local hash = job_id and redis.pcall('HGETALL', job_prefix .. job_id)
+  if hash and not hash['err'] and #hash > 0 then
+    started_id, started_execution, started_hash = job_id, execution_id, hash
   else
-    redis.call('DEL', running_key)
+    in_hand_stale = true
   end
 end
 if start_next == '1' and not started_id then
+  local claimed = claim_max <= 0  -- claim at most once, when the claim list comes up empty
   while true do
     local job_id = redis.call('LPOP', claimed_key)
+    if not job_id and not claimed then
+      claimed = true
+      claim()
+      job_id = redis.call('LPOP', claimed_key)
+    end
     if not job_id then
       break
     end
     local job_key = job_prefix .. job_id
     -- A job whose hash is gone (or is not a hash) is skipped, as RQ's dequeue skips it.
-    local origin = not wrong_type(job_key, 'hash') and redis.call('HGET', job_key, 'origin')
+    local hash = read_job(job_key, 'HGETALL')
+    local origin, timeout_field = false, false
+    if hash then
+      for i = 1, #hash, 2 do
+        local name = hash[i]
+        if name == 'origin' then
+          origin = hash[i + 1]
+        elseif name == 'timeout' then
+          timeout_field = hash[i + 1]
+        end
+      end
+    end
     if origin then
       local composite = job_id .. ':' .. next_execution
       -- A timeout that is not a whole number of seconds: the TTLs assume the default, and the
       -- processor fails the job with that reason before running anything of it.
-      local timeout = seconds(redis.call('HGET', job_key, 'timeout'), tonumber(default_timeout))
+      local timeout = seconds(timeout_field, tonumber(default_timeout))
       local ttl = timeout + heartbeat_grace  -- RQ's SimpleWorker.get_heartbeat_ttl
       if timeout == -1 then
         ttl = worker_ttl  -- for jobs that never time out
       end
       redis.call('SET', running_key, composite)
-      redis.call('HSET', job_key, 'status', 'started', 'started_at', now_text, 'last_heartbeat', now_text,
-                 'worker_name', worker)
+      in_hand_stale = false
+      local written = {'status', 'started', 'started_at', now_text, 'last_heartbeat', now_text, 'worker_name', worker}
+      redis.call('HSET', job_key, unpack(written))
       redis.call('PERSIST', job_key)
       local execution_key = execution_prefix .. composite
       redis.call('HSET', execution_key, 'id', next_execution, 'job_id', job_id, 'created_at', now_float,
@@ -274,16 +325,35 @@ if start_next == '1' and not started_id then
       redis.call('ZADD', wip_prefix .. origin, now + ttl, composite)
       redis.call('SADD', executions_key, composite)
       redis.call('EXPIRE', executions_key, ttl)  -- created for ttl + 60, then RQ's heartbeat sets ttl
-      started_id, started_execution = job_id, next_execution
-      started_hash = redis.call('HGETALL', job_key)
+      -- The hash as this step leaves it: what was read, with what was just written.
+      for w = 1, #written, 2 do
+        local found = false
+        for i = 1, #hash, 2 do
+          if hash[i] == written[w] then
+            hash[i + 1], found = written[w + 1], true
+            break
+          end
+        end
+        if not found then
+          table.insert(hash, written[w])
+          table.insert(hash, written[w + 1])
+        end
+      end
+      started_id, started_execution, started_hash = job_id, next_execution, hash
       break
     end
   end
 end
 
 -- 4. the worker's state and its lease
-redis.call('HSET', worker_key, 'state', started_id and 'busy' or 'idle', 'last_heartbeat', now_text)
+if started_id then
+  worker_update[2] = 'busy'
+end
+redis.call('HSET', worker_key, unpack(worker_update))
 redis.call('EXPIRE', worker_key, lease)
+if in_hand_stale then
+  redis.call('DEL', running_key)
+end
 if settled == 'done before' then
   settled = 'ok'
 end

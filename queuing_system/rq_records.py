@@ -95,7 +95,7 @@ class RqRecords:
                 raise redis.exceptions.ConnectionError("the failure of the job could not be stored")
         run.recorded = True
         run.announce = self.offer.announcer(run)
-        run.event = "" if run.announce else events.event_message(job.id, events.failed_event(job), message)
+        run.event = "" if run.announce else events.event_message(job, events.failed_event(job), message)
 
     def record_success(self, run: JobRun) -> None:
         """A success RQ must record (dependents to enqueue, or no result kept)."""

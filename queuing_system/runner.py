@@ -5,12 +5,15 @@ the next claim."""
 from __future__ import annotations
 
 import contextlib
+import importlib
+import signal
 import time
 from datetime import datetime
+from typing import Any
 
 from rq.job import Job
 from rq.serializers import JSONSerializer
-from rq.timeouts import BaseDeathPenalty, JobTimeoutException
+from rq.timeouts import BaseDeathPenalty, JobTimeoutException, UnixSignalDeathPenalty
 
 from queuing_system import events
 from queuing_system.console import REDIS_DOWN
@@ -29,6 +32,25 @@ class ProcessorStoppedError(Exception):
         super().__init__(message)  # raised in another thread, it is made without arguments
 
 
+# The C functions behind `signal.signal` and `signal.alarm` (no stub: typed Any): the Python wrappers
+# turn numbers and handlers into enums and back, which costs several times the system calls.
+_c_signal: Any = importlib.import_module("_signal")
+_SIGALRM, _SIG_DFL = int(signal.SIGALRM), int(signal.SIG_DFL)
+
+
+class QuickAlarm(UnixSignalDeathPenalty):
+    """RQ's SIGALRM timeout for a job (same handler, same exception), armed and disarmed once per job
+    through `_c_signal`."""
+
+    def setup_death_penalty(self) -> None:
+        _c_signal.signal(_SIGALRM, self.handle_death_penalty)
+        _c_signal.alarm(self._timeout)
+
+    def cancel_death_penalty(self) -> None:
+        _c_signal.alarm(0)
+        _c_signal.signal(_SIGALRM, _SIG_DFL)
+
+
 class JobRunner:
     """Runs the jobs the loop starts, one at a time, and keeps their recent pace."""
 
@@ -41,6 +63,8 @@ class JobRunner:
         default_timeout: int,
     ) -> None:
         self.offer, self.line, self.state = offer, line, state
+        if death_penalty is UnixSignalDeathPenalty:
+            death_penalty = QuickAlarm
         self.death_penalty, self.default_timeout = death_penalty, default_timeout
         self.pace: float | None = None  # seconds per job (moving average); None before any job ran
 
@@ -85,7 +109,7 @@ class JobRunner:
         with contextlib.suppress(*REDIS_DOWN):  # progress is best effort; the end is not
             self.line.send(
                 ("HSET", job.key, "meta", JSONSerializer.dumps(job.meta)),
-                ("PUBLISH", JOB_EVENTS_CHANNEL, events.event_message(job.id, events.JobEvent.PROGRESS, percent)),
+                ("PUBLISH", JOB_EVENTS_CHANNEL, events.event_message(job, events.JobEvent.PROGRESS, percent)),
             )
 
     def claim_size(self, window: float, most: int) -> int:
@@ -100,7 +124,7 @@ def settlement(run: JobRun, moment: datetime) -> Settlement:
     """What the next ADVANCE step settles for `run`: its success, or the release of an end RQ stored."""
     mode = SettleMode.RELEASED if run.recorded else SettleMode.FINISHED
     if mode is SettleMode.FINISHED and not run.event and run.announce is None:
-        run.event = events.event_message(run.job.id, events.JobEvent.COMPLETED)
+        run.event = events.event_message(run.job, events.JobEvent.COMPLETED)  # with its creation token
     return Settlement(
         mode=mode,
         job_id=run.job.id,

@@ -9,6 +9,7 @@ nothing ran) load it and run it again. It runs on anything that executes a comma
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,11 +19,12 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 from rq.defaults import DEFAULT_RESULT_TTL, DEFAULT_WORKER_TTL
-from rq.utils import as_text, utcformat
+from rq.utils import as_text
 
 from queuing_system import keys, processor_lua
 from queuing_system.keys import JOB_EVENTS_CHANNEL
 from queuing_system.rq_keys import RQ
+from queuing_system.stamps import utc_text
 
 # Seconds RQ's SimpleWorker adds to a job's timeout for its heartbeat TTL (get_heartbeat_ttl: timeout + 60).
 HEARTBEAT_GRACE = 60
@@ -69,6 +71,9 @@ class Settled(str, Enum):
     NO_WORKER = "no worker"  # this worker's key is gone (presumed dead): nothing done at all
 
 
+_SETTLED = {key: settled for settled in Settled for key in (settled.value, settled.value.encode())}
+
+
 @dataclass(frozen=True)
 class Problem:
     """A key someone else gave the wrong type: a step left it alone (and says what it did instead)."""
@@ -84,7 +89,7 @@ def _problems(flat: list[Any]) -> list[Problem]:
     ]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # (not frozen: a frozen dataclass costs five times as much to make, once per job)
 class Settlement:
     """The job to settle in an ADVANCE step."""
 
@@ -103,14 +108,14 @@ class Settlement:
             self.job_id,
             self.execution_id,
             repr(self.started_at.timestamp()),
-            utcformat(self.ended_at),
+            utc_text(self.ended_at),
             repr(self.ended_at.timestamp()),
             self.return_value,
             self.event,
         ]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Started:
     """The job an ADVANCE step started (or found started by a step whose reply was lost)."""
 
@@ -119,7 +124,7 @@ class Started:
     fields: dict[bytes, bytes]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AdvanceReply:
     settled: Settled
     started: Started | None
@@ -127,7 +132,7 @@ class AdvanceReply:
     left: int = 0  # jobs still queued after this step claimed (0 when it claimed none)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Advance:
     """Settle the last job, claim a fair share when holding none, start the next claimed job."""
 
@@ -142,21 +147,14 @@ class Advance:
     settle: Settlement | None = None
 
     def keys(self) -> list[str]:
-        return [
-            RQ.worker(self.worker),
-            RQ.worker_executions(self.worker),
-            keys.running_key(self.worker),
-            keys.claimed_key(self.worker),
-            RQ.workers_of(self.queues[0]),
-            *(RQ.queue(name) for name in self.queues),
-        ]
+        return list(_advance_keys(self.worker, tuple(self.queues)))
 
     def args(self) -> list[Arg]:
-        settle = self.settle.args() if self.settle is not None else [""] * 8
+        settle = self.settle.args() if self.settle is not None else _NOTHING_TO_SETTLE
         return [
             self.worker,
             self.lease,
-            utcformat(self.now),
+            utc_text(self.now),
             repr(self.now.timestamp()),
             *settle,
             JOB_EVENTS_CHANNEL,
@@ -164,21 +162,12 @@ class Advance:
             "1" if self.start else "0",
             self.execution_id,
             self.default_timeout,
-            RQ.job_prefix,
-            RQ.wip_prefix,
-            RQ.finished_prefix,
-            RQ.execution_prefix,
-            RQ.executions_prefix,
-            RQ.results_prefix,
-            DEFAULT_RESULT_TTL,
-            HEARTBEAT_GRACE,
-            DEFAULT_WORKER_TTL,
-            MOST_SECONDS,
+            *_ADVANCE_CONSTANTS,
         ]
 
     @staticmethod
     def parse(reply: list[Any]) -> AdvanceReply:
-        settled = Settled(as_text(reply[0]))
+        settled = _SETTLED[reply[0]]
         problems = _problems(reply[4]) if len(reply) > 4 else []
         left = int(reply[5]) if len(reply) > 5 else 0
         if settled is Settled.NO_WORKER or not reply[1]:
@@ -188,7 +177,35 @@ class Advance:
         return AdvanceReply(settled, Started(as_text(reply[1]), as_text(reply[3]), fields), problems, left)
 
     def run(self, execute: Execute) -> AdvanceReply:
-        return self.parse(_ADVANCE(execute, self.keys(), self.args()))
+        return self.parse(_ADVANCE(execute, _advance_keys(self.worker, tuple(self.queues)), self.args()))
+
+
+# Built once per worker (a step runs once per job): its keys, and the arguments that never change.
+@functools.lru_cache(maxsize=256)
+def _advance_keys(worker: str, queues: tuple[str, ...]) -> tuple[str, ...]:
+    return (
+        RQ.worker(worker),
+        RQ.worker_executions(worker),
+        keys.running_key(worker),
+        keys.claimed_key(worker),
+        RQ.workers_of(queues[0]),
+        *(RQ.queue(name) for name in queues),
+    )
+
+
+_NOTHING_TO_SETTLE: tuple[Arg, ...] = ("",) * 8
+_ADVANCE_CONSTANTS: tuple[Arg, ...] = (
+    RQ.job_prefix,
+    RQ.wip_prefix,
+    RQ.finished_prefix,
+    RQ.execution_prefix,
+    RQ.executions_prefix,
+    RQ.results_prefix,
+    DEFAULT_RESULT_TTL,
+    HEARTBEAT_GRACE,
+    DEFAULT_WORKER_TTL,
+    MOST_SECONDS,
+)
 
 
 @dataclass(frozen=True)

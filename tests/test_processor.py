@@ -182,20 +182,60 @@ def test_bulk_enqueue_stores_jobs_as_rq_does(rq_connection) -> None:
     assert (bulk[1].args, bulk[1].func_name, bulk[1].origin) == (({"n": 2},), RECORD, QUEUE)
 
 
+def rq_shaped_jobs(connection: redis.Redis) -> dict[str, dict]:
+    """Stored jobs of every shape a processor may read: ours (plain, with attempts), RQ's own (with a
+    dependency, a TTL, a result, webhooks-free retries), and some written over by someone else."""
+    from rq import Queue, Retry
+
+    ours = enqueue(job_queue(QUEUE, connection), RECORD, {"n": 1})
+    retried = enqueue(job_queue(QUEUE, connection), RECORD, {"n": 2}, JobSettings(attempts=3))
+    rq_queue = Queue(QUEUE, connection=connection, serializer=JSONSerializer)
+    plain = rq_queue.enqueue(RECORD, ttl=600, description="by RQ", retry=Retry(max=2, interval=[1, 5]))
+    after = rq_queue.enqueue(RECORD, depends_on=plain, at_front=True)
+    started = {"started_at": "2026-01-02T03:04:05.678901Z", "last_heartbeat": "2026-01-02T03:04:05Z"}
+    connection.hset(ours.key, mapping=started)
+    connection.hset(retried.key, mapping={"meta": "{not json", "status": "started", "worker_name": "w"})
+    connection.hset(plain.key, mapping={"result": "{}", **started})  # RQ's own restore reads this one
+    raws = {
+        name: connection.hgetall(job.key)
+        for name, job in {"ours": ours, "attempts": retried, "rq": plain, "dependent": after}.items()
+    }
+    raws["bare"] = {b"data": raws["ours"][b"data"]}
+    return raws
+
+
 def test_the_processor_reads_a_job_as_rq_does(rq_connection) -> None:
-    """OfferedJob.restore parses timestamps its own (faster) way: to the same values as RQ."""
+    """OfferedJob.restore reads jobs its own (faster) way: to the same attributes as RQ."""
     from rq.job import Job
 
-    enqueue(job_queue(QUEUE, rq_connection), RECORD, {"n": 1})
-    rq_connection.hset(
-        "rq:job:1", mapping={"started_at": "2026-01-02T03:04:05.678901Z", "last_heartbeat": "2026-01-02T03:04:05Z"}
-    )
-    raw = rq_connection.hgetall("rq:job:1")
-    theirs, ours = Job("1", rq_connection, JSONSerializer), OfferedJob("1", rq_connection, JSONSerializer)
-    theirs.restore(raw)
-    ours.restore(raw)
-    assert vars(ours) == vars(theirs)
+    for name, raw in rq_shaped_jobs(rq_connection).items():
+        theirs, ours = Job("1", rq_connection, JSONSerializer), OfferedJob("1", rq_connection, JSONSerializer)
+        theirs.restore(raw)
+        ours.restore(raw)
+        if name == "bare":  # no creation time stored: both take the time of reading
+            theirs.created_at = ours.created_at
+        assert vars(ours) == vars(theirs), name
+    ours = OfferedJob("1", rq_connection, JSONSerializer)
+    ours.restore(rq_connection.hgetall("rq:job:1"))
     assert ours.started_at.isoformat() == "2026-01-02T03:04:05.678901+00:00"
+
+
+def test_a_processor_stamps_times_and_execution_ids_as_rq_does() -> None:
+    from uuid import uuid4
+
+    from rq.utils import utcformat
+
+    from queuing_system.stamps import execution_id, utc_text
+
+    for moment in (
+        datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        datetime(1999, 12, 31, 23, 59, 59, 1),
+    ):
+        assert utc_text(moment) == utcformat(moment)
+    ids = [execution_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(len(i) == len(uuid4().hex) and int(i, 16) >= 0 for i in ids)
 
 
 @pytest.mark.parametrize("prefix", ["myq", "{rq}"])
@@ -258,3 +298,34 @@ def test_the_idle_watch_survives_any_number_of_refusals(redis_url, rq_connection
     rq_connection.rpush(f"rq:queue:{QUEUE}", "1")
     assert watch.wait(1, threading.Event()) is True
     watch.close()
+
+
+def test_the_events_of_a_job_carry_its_creation_token(rq_connection) -> None:
+    """Progress and the end name the creator run whose job it is, so a creator of thousands of jobs
+    never reads a job back from Redis to know whether an event is about its own."""
+    import importlib
+
+    from queuing_system.creation_lua import TOKEN_FIELD
+    from queuing_system.keys import JOB_EVENTS_CHANNEL, PROCESS_7, QUEUE_7
+
+    data = {"phoneNumber": "4153518743", "message": "This is the code 4321 to verify your account"}
+    [job] = enqueue_many(job_queue(QUEUE_7, rq_connection), PROCESS_7, [data])
+    events = rq_connection.pubsub(ignore_subscribe_messages=True)
+    events.subscribe(JOB_EVENTS_CHANNEL)
+    assert events.get_message(timeout=5) is None  # the confirmation (ignored): subscribed from here on
+    lesson = importlib.import_module("7_job_processor")  # the lesson's own job function
+    processor = Processor(
+        QUEUE_7,
+        rq_connection,
+        functions={PROCESS_7: lesson.process_job},
+        settings=ProcessorSettings(maintenance_interval=600),
+    )
+    processor.work(burst=True)
+    said = [json.loads(message["data"]) for message in iter(lambda: events.get_message(timeout=0.5), None)]
+    assert [(entry["event"], entry["value"]) for entry in said] == [
+        ("progress", 0),
+        ("progress", 50),
+        ("completed", None),
+    ]
+    assert {entry["token"] for entry in said} == {job.meta[TOKEN_FIELD]}
+    events.close()
