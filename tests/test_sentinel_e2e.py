@@ -86,7 +86,11 @@ def test_jobs_across_failovers_end_once(group: SentinelGroup, tmp_path: Path) ->
     env = {**os.environ, "REDIS_URL": group.url}
     jobs = tmp_path / "jobs.json"
     jobs.write_text(json.dumps([{"phoneNumber": f"41500{n:05d}", "message": f"code {n}"} for n in range(12000)]))
-    processors = [start("7_job_processor.py", f"p{n}", tmp_path, env) for n in (1, 2)]
+    # Two processors: task 7's default (two at a time, two processes), and twenty at a time in threads.
+    processors = [
+        start("7_job_processor.py", "p1", tmp_path, env),
+        start("7_job_processor.py", "p2", tmp_path, env, "--concurrency", "20", "--processes", "1"),
+    ]
     creator = start("7_job_creator.py", "creator", tmp_path, env, "--jobs-file", str(jobs))
     try:
         _jobs_across_failovers(group, tmp_path, env, processors, creator)
@@ -128,7 +132,7 @@ def _jobs_across_failovers(
         for line in (tmp_path / f"p{n}.out").read_text().splitlines()
         if "Sending" in line
     )
-    assert sum(1 for count in sent.values() if count > 1) <= 12  # only jobs in hand (2 x 2) at each fault
+    assert sum(1 for count in sent.values() if count > 1) <= 3 * (2 + 20)  # only jobs in hand at each fault
     assert [p.poll() for p in processors] == [None, None]  # both alive
     twenty = tmp_path / "twenty.json"
     twenty.write_text(json.dumps([{"phoneNumber": f"42500{n:05d}", "message": "after"} for n in range(20)]))
