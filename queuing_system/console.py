@@ -180,7 +180,11 @@ def run_lesson(main: Callable[[], object], *, interrupted_exit: int = 130) -> No
     sys.exit(0)
 
 
-def backoff(first: float = 0.1, cap: float = 5.0) -> Iterator[float]:
+# The longest a long-running process waits between two attempts to reach Redis.
+BACKOFF_CAP = 5.0
+
+
+def backoff(first: float = 0.1, cap: float = BACKOFF_CAP) -> Iterator[float]:
     """Seconds to wait between reconnection attempts: doubling, capped."""
     delay = first
     while True:

@@ -90,6 +90,7 @@ from rq.worker import BaseWorker
 from queuing_system import keys
 from queuing_system.announcements import Announcer
 from queuing_system.bad_data import BadKeys
+from queuing_system.console import BACKOFF_CAP
 from queuing_system.idle import IdleTurns, IdleWait, QueueWatch
 from queuing_system.job_run import EVENT_CALLBACKS, JobRun, Offer, OfferedJob, now, restored
 from queuing_system.jobs import queues_by_priority
@@ -249,6 +250,8 @@ class Processor:
                     if self.bad_keys.named(self.connection, error, self.records.keys_used()):
                         reconnection.wait(deadline)  # said: a key to fix, not Redis refusing
                     else:
+                        # Others lived through it too: each gets its next attempt and a lease before a sweep.
+                        self.upkeep.hold_recovery(BACKOFF_CAP + self.settings.lease)
                         reconnection.failed(error, deadline)
                 except Exception as error:
                     # Not Redis: something in the job in hand that settling cannot handle (data someone
@@ -312,8 +315,10 @@ class Processor:
         reply = step.run(self.line.call)
         if reply.settled is Settled.NO_WORKER:
             # Our key expired: register again. If no sweep has taken our claims and job in hand yet,
-            # they are still ours and the next step settles them.
+            # they are still ours and the next step settles them. (Whatever froze us may have let the
+            # others' leases lapse too: our sweep waits a lease for them.)
             self._registered, self._look_again = False, True
+            self.upkeep.hold_recovery(BACKOFF_CAP + self.settings.lease)
             return run, None
         if run is not None and reply.settled is Settled.RQ:
             self.records.record_success(run)

@@ -395,6 +395,8 @@ return {given, problems}
 # KEYS[1] the claimers set (queuing:claimers)   KEYS[2..] RQ's scheduler locks of these queues
 # ARGV[1] RQ's worker key prefix   ARGV[2] claim list prefix   ARGV[3] job-in-hand prefix
 # ARGV[4] RQ's job key prefix      ARGV[5] RQ's queue key prefix
+# ARGV[6] the sweeping worker's name: never swept by itself (its key gone, it registers again and
+#         settles what it holds: it is alive, whatever its key says)
 # Returns {flat list: worker name, "<job id>:<execution id>" of its job in hand or '', …; problems}.
 # A dead worker with claims that cannot go back yet (their queue has the wrong type) stays a claimer.
 RECOVER = (
@@ -403,13 +405,15 @@ RECOVER = (
 local claimers_key = KEYS[1]
 local worker_prefix, claimed_prefix, running_prefix, job_prefix, queue_prefix =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local sweeper = ARGV[6]
 local recovered = {}
 if wrong_type(claimers_key, 'set') then
   return {recovered, problems}
 end
 for _, name in ipairs(redis.call('SMEMBERS', claimers_key)) do
   local worker_key = worker_prefix .. name
-  if redis.call('TYPE', worker_key)['ok'] ~= 'hash' or redis.call('HEXISTS', worker_key, 'death') == 1 then
+  if name ~= sweeper and (redis.call('TYPE', worker_key)['ok'] ~= 'hash'
+                          or redis.call('HEXISTS', worker_key, 'death') == 1) then
     local _, kept = give_back(claimed_prefix .. name, job_prefix, queue_prefix)
     local running_key = running_prefix .. name
     local running = ''

@@ -33,7 +33,7 @@ def recover(records: RqRecords, bad_keys: BadKeys) -> None:
 
     (`end_expired_runs` ends the jobs of workers that were never our claimers.)
     """
-    found_dead, problems = Recover(records.rq_worker.queue_names()).run(records.line.call)
+    found_dead, problems = Recover(records.rq_worker.queue_names(), records.name).run(records.line.call)
     bad_keys.report(problems)
     for dead in found_dead:
         log.warning("Worker %s: recovered the claims of dead worker %s", records.name, dead.worker)
@@ -143,12 +143,17 @@ class Upkeep:
             logging_level=logging.getLogger("rq").level or logging.ERROR,
         )
         self._next_scheduling = self._next_recovery = self._next_registries = self._next_heartbeat = 0.0
+        self._recovery_held_until = 0.0
+        self._hold_recovery = 0.0  # seconds to hold the sweep for, from the next look (see hold_recovery)
         self._idle = False
         self._queue_keys = {RQ.queue(q.name): "list" for q in records.rq_worker.queues}
 
     def when_due(self, *, idle: bool = False, sweep: bool = True) -> None:
         """Do what is due; `idle`: at the idle pace; `sweep`: this worker looks after the others."""
         moment = time.monotonic()
+        if self._hold_recovery:
+            self._recovery_held_until = max(self._recovery_held_until, moment + self._hold_recovery)
+            self._hold_recovery = 0.0
         if idle != self._idle:
             self._pace(moment, idle)
         if not sweep:  # another worker looks after the others (idle: the waiter; busy: its process's lead)
@@ -157,7 +162,7 @@ class Upkeep:
             return
         self._scheduling(moment)
         queues = self.records.rq_worker.queues
-        if moment >= self._next_recovery:
+        if moment >= self._next_recovery and moment >= self._recovery_held_until:
             pace = self.interval * (self.IDLE_RECOVERY if idle else 1)
             self._next_recovery = _next_beat(self._next_recovery, moment, pace, idle)
             self._surviving(lambda: recover(self.records, self.bad_keys), {keys.CLAIMERS: "set"})
@@ -242,6 +247,14 @@ class Upkeep:
             if not problems:
                 raise
             self.bad_keys.report(problems)
+
+    def hold_recovery(self, seconds: float) -> None:
+        """No recovery sweep for `seconds` from the next look at what is due: Redis was away or refusing
+        (or our own lease lapsed). Every worker that lived through it, ours and other processors', may
+        have outlived its lease; each gets its next attempt (at most 5 s away) and a lease to come back
+        and settle what it holds before a sweep takes it as dead. Called at every fault: the hold counts
+        from the first look after the last one (Redis back and gone again starts it again)."""
+        self._hold_recovery = seconds
 
     def leave(self) -> None:
         """Free the scheduler's locks (Redis may be away: the caller suppresses that)."""

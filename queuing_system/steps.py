@@ -246,12 +246,14 @@ class Recover:
     """The sweep for dead workers (any worker's, on any queue; locks freed on `queues`)."""
 
     queues: Sequence[str]
+    sweeper: str = ""  # the worker sweeping: never swept by itself
 
     def keys(self) -> list[str]:
         return [keys.CLAIMERS, *(RQ.scheduler_lock(name) for name in self.queues)]
 
     def args(self) -> list[Arg]:
-        return [RQ.worker_prefix, keys.CLAIMED_PREFIX, keys.RUNNING_PREFIX, RQ.job_prefix, RQ.queue_prefix]
+        prefixes = [RQ.worker_prefix, keys.CLAIMED_PREFIX, keys.RUNNING_PREFIX, RQ.job_prefix, RQ.queue_prefix]
+        return [*prefixes, self.sweeper]
 
     @staticmethod
     def parse(reply: list[Any]) -> tuple[list[Recovered], list[Problem]]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
+import logging
 import os
 import threading
 import time
@@ -147,8 +147,12 @@ class Steward(threading.Thread):
             self._wake.clear()
             if self._done.is_set():
                 return
-            with contextlib.suppress(RedisError):  # the loop says what is wrong with Redis; we try again
+            try:
                 self._look_after()
+            except RedisError:  # the loop says what is wrong with Redis; we try again
+                pass
+            except Exception:  # not Redis (out of descriptors, memory…): the loop meets it too; try again
+                logging.getLogger("rq.worker").exception("steward of %s", self._worker)
 
     def _look_after(self) -> None:
         execute = self._connection.execute_command

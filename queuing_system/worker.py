@@ -37,7 +37,7 @@ from queuing_system.idle import IdleTurns
 from queuing_system.jobs import queue_connection
 from queuing_system.processor import Processor, ProcessorSettings
 from queuing_system.reconnect import REDIS_FAULTS, Reconnection, Voice
-from queuing_system.settings import connect, redis_url
+from queuing_system.settings import ConfigError, connect, redis_url
 
 # A worker process that keeps dying is replaced at most this often before the processor gives up.
 RESPAWNS_PER_MINUTE = 10
@@ -159,6 +159,7 @@ def run_processor(
     processes = max(1, min(processes, concurrency))
     # The jobs at once, shared out: 5 over 2 processes are 3 and 2.
     shares = [concurrency // processes + (index < concurrency % processes) for index in range(processes)]
+    _allow_descriptors(max(shares))
     try:
         if processes > 1:
             return _Tree(base_queue, functions, shares, burst, verbose, url, settings).run()
@@ -170,6 +171,30 @@ def run_processor(
             raise
         print(f"Processor stopped by an unexpected error: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         return 1
+
+
+# Open files a worker process needs: a few of its own, and per job at once its Redis connections (the
+# loop's, its steward's; the lead's waits and upkeep) with room to spare.
+DESCRIPTORS_BASE, DESCRIPTORS_PER_JOB = 64, 4
+
+
+def _allow_descriptors(at_once: int) -> None:
+    """Raise the open-file limit to what `at_once` jobs in one process need (up to the hard limit), or
+    refuse to start (one line, exit 2) where the hard limit is lower: a worker out of descriptors
+    cannot reach Redis, and its jobs would wait for a sweep."""
+    import resource
+
+    needed = DESCRIPTORS_BASE + DESCRIPTORS_PER_JOB * at_once
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ConfigError(
+            f"--concurrency: {at_once} jobs at once in one process need about {needed} open files, and this "
+            f"process may open {hard} (ulimit -n): fewer jobs at once, more --processes, or a higher limit"
+        )
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 class Crew:

@@ -5,8 +5,11 @@ The fault tests are slow (`-m slow`)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
 
 import pytest
 import redis
@@ -16,7 +19,7 @@ from queuing_system.embedded import EmbeddedRedis
 from queuing_system.events import ABANDONED_MESSAGE
 from queuing_system.jobs import enqueue, job_queue
 from queuing_system.keys import PROCESS_6, QUEUE_6
-from queuing_system.processes import ScriptProcess, run_script
+from queuing_system.processes import ROOT, ScriptProcess, run_script
 from tests.job_helpers import FAST, HOLDING_PROCESSOR, eventually, fetch
 from tests.jobs_for_tests import HOLD_UNTIL_RELEASED, RELEASE_KEY, STARTED_KEY
 from tests.test_faults import (
@@ -212,3 +215,17 @@ def test_fifty_at_once_idle_is_quiet(own_redis: EmbeddedRedis, tmp_path) -> None
         assert processor.stop() == 0
     assert processor.stderr == ""
     client.close()
+
+
+def test_too_few_open_files_for_the_jobs_at_once_is_one_line_and_exit_2(closed_url) -> None:
+    """256 jobs at once in one process need about a thousand descriptors: where the hard limit is lower, say
+    so before anything starts (a worker out of descriptors cannot reach Redis)."""
+    script = f"ulimit -n 200; exec {sys.executable} 7_job_processor.py --concurrency 256 --processes 1"
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, env={**os.environ, "REDIS_URL": closed_url}, capture_output=True, text=True
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "--concurrency: 256 jobs at once in one process need about 1088 open files, and this process may open 200 "
+        "(ulimit -n): fewer jobs at once, more --processes, or a higher limit\n"
+    )

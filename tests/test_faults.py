@@ -434,3 +434,24 @@ def test_jobs_written_by_others_in_forms_rq_cannot_read_fail_and_the_processor_g
     assert processor.stderr == ""
     code, lines, _ = run_script("-m", ["queuing_system.dead_letters"])  # they are listed, not a traceback
     assert code == 0 and len(lines) == 2
+
+
+@pytest.mark.parametrize("arguments", [[], ["--concurrency", "2", "--processes", "1"]])
+def test_jobs_finished_while_redis_was_away_longer_than_the_lease_complete(aof_redis, tmp_path, arguments) -> None:
+    """Every worker's lease lapses while Redis is away; the jobs they finished meanwhile are theirs to
+    settle when it is back, not a sweep's to fail as abandoned (nor to run again)."""
+    env = {**FAST, "REDIS_URL": aof_redis.url, "NOTIFICATION_SEND_MS": "1500"}  # lease: 2 s
+    not_connected = "Redis client not connected to the server: "
+    with ScriptProcess("7_job_processor.py", arguments, env=env) as processor:
+        with ScriptProcess("7_job_creator.py", ["--jobs-file", str(jobs_file(tmp_path, 2))], env=env) as creator:
+            creator.wait_until(lambda: sum(line.endswith(" 50% complete") for line in creator.lines) == 2)
+            aof_redis.kill()  # the two sends go on, and end, while Redis is away
+            processor.wait_until(  # six attempts, 0.1 s doubling: over 3 s away, the lease is 2 s
+                lambda: sum(line.startswith(not_connected) for line in processor.lines) >= 6, what="six attempts"
+            )
+            aof_redis.start()
+            assert creator.wait(60) == 0
+        assert processor.stop() == 0
+    assert Ends(creator).by_job() == {"1": ["completed"], "2": ["completed"]}
+    assert sent_numbers([processor]) == {"0000000001": 1, "0000000002": 1}
+    assert processor.stderr == ""
