@@ -154,10 +154,10 @@ def test_a_processor_pointed_at_no_usable_redis_keeps_saying_so(redis_url, not_r
 def test_a_stop_signal_reaching_a_worker_before_it_is_set_up_is_quiet() -> None:
     """Between fork and a worker process's own handlers, a stop signal runs the processor's handler
     in the worker: it must end that worker quietly (multiprocessing refuses to look at siblings there)."""
-    tree = _Tree("q", {}, 2, False, False, None, None)  # type: ignore[arg-type]
+    tree = _Tree("q", {}, [1, 1], False, False, None, None)  # type: ignore[arg-type]
     sibling = tree._context.Process(target=signal.pause, daemon=True)
     sibling.start()
-    tree._children.append(sibling)
+    tree._children[sibling] = 1
     try:
         pid = os.fork()
         if pid == 0:  # the new worker process, before it replaced its parent's signal handlers
