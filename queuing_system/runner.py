@@ -82,7 +82,7 @@ class JobRunner:
                     job.offered_function = function  # type: ignore[attr-defined]
                     run.return_value = job.perform()
                 finally:
-                    self.state.leave_job()  # a second stop not landed yet is taken back
+                    self.state.leave_job()  # a stop or time limit not landed yet lands here
                     took = time.perf_counter() - started
                     self.pace = took if self.pace is None else 0.8 * self.pace + 0.2 * took
         except BaseException as error:  # every way a job can end is an end to record

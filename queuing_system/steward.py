@@ -58,13 +58,16 @@ class LoopState:
             self.in_job, self._job_thread, self._interrupted = True, threading.get_ident(), False
 
     def leave_job(self) -> None:
-        """Out of the job's code. A stop raised in it that has not landed yet is taken back here (under
-        the lock `interrupt_job` holds): it must never land in the loop, outside the job."""
+        """Out of the job's code. A stop or time limit raised in it (`interrupt_job`) that has not landed
+        yet lands here, still inside the job's run (which records it as the job's end), never later in
+        the loop. (Not taken back with PyThreadState_SetAsyncExc(NULL): that leaves CPython's eval
+        breaker set for every thread, and under a tracer such as coverage's the process crawls.)"""
         with self._lock:
             self.in_job = False
-            if self._interrupted and self._job_thread is not None:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._job_thread), None)
-            self._interrupted = False
+            raised, self._interrupted = self._interrupted, False
+        if raised:
+            for _ in range(3):  # a backward jump: where a pending asynchronous exception lands
+                pass
 
     def interrupt_job(self, error: type[BaseException]) -> bool:
         """Raise `error` inside the job's own code, running in another thread (as RQ's TimerDeathPenalty

@@ -4,19 +4,17 @@ RQ's `TimerDeathPenalty` starts a `threading.Timer` per job, and `Thread.start()
 runs: with fifty workers sharing a process, that wait was the biggest cost of a job. Here one watchdog
 thread per process keeps every limit in a heap, and raises RQ's `JobTimeoutException` (with RQ's message)
 in the job's thread when its limit passes, through `LoopState.interrupt_job`: only inside the job's own
-code, and taken back if the job ends first (see steward.py).
+code: one that has not landed when the job ends lands as it leaves (see steward.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import heapq
 import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator
 
 from rq.timeouts import JobTimeoutException
 
@@ -33,6 +31,21 @@ def timeout_error(seconds: float) -> type[JobTimeoutException]:
     return type("JobTimeoutException", (JobTimeoutException,), {"__init__": __init__})
 
 
+class TimeLimit:
+    """One job's limit: ended when the block ends (dropped when it reaches the top of the heap)."""
+
+    __slots__ = ("_entry",)
+
+    def __init__(self, entry: list[object]) -> None:
+        self._entry = entry
+
+    def __enter__(self) -> TimeLimit:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._entry[2] = None
+
+
 class Watchdog:
     """One thread of this process that ends jobs over their time limit (started at the first limit)."""
 
@@ -42,20 +55,18 @@ class Watchdog:
         self._order = itertools.count()
         self._pid = 0  # the process whose thread runs (a forked child starts its own)
 
-    @contextlib.contextmanager
-    def limit(self, seconds: float, state: LoopState) -> Iterator[None]:
+    def limit(self, seconds: float, state: LoopState) -> TimeLimit:
         """`seconds` for the job the calling thread runs inside this block (as RQ's death penalties)."""
         entry: list[object] = [time.monotonic() + seconds, next(self._order), state, timeout_error(seconds)]
         with self._changed:
-            if self._pid != os.getpid():
+            start = self._pid != os.getpid()
+            if start:
                 self._pid, self._limits = os.getpid(), []
-                threading.Thread(target=self._watch, name="job-time-limits", daemon=True).start()
             heapq.heappush(self._limits, entry)
             self._changed.notify()
-        try:
-            yield
-        finally:
-            entry[2] = None  # ended in time: dropped when it reaches the top of the heap
+        if start:  # (outside the lock, which the new thread takes at once)
+            threading.Thread(target=self._watch, name="job-time-limits", daemon=True).start()
+        return TimeLimit(entry)
 
     def _watch(self) -> None:
         with self._changed:
