@@ -9,7 +9,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from queuing_system.embedded import EmbeddedRedis
@@ -64,3 +65,19 @@ def node_packages(packages: Sequence[str], sources: Path) -> Iterator[Path | Non
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_processor(
+    name: str, command: Sequence[str], cwd: Path, env: dict[str, str], ready: Callable[[], bool], timeout: float = 60
+) -> subprocess.Popen[bytes]:
+    """Start a processor quietly, in a session of its own (so its whole tree can be signalled), and
+    return once `ready()` says it waits for jobs."""
+    process = subprocess.Popen(
+        list(command), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"{name}: the processor did not start")
+        time.sleep(0.05)
+    return process

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import redis
 
-from bench.common import bench_redis, node_packages
+from bench.common import bench_redis, node_packages, start_processor
 from queuing_system.processes import ROOT
 
 KUE_DIR = Path(__file__).with_name("kue")
@@ -80,20 +80,7 @@ class Side:
         self.name, self.processor, self.creator, self.cwd, self.ready = name, processor, creator, cwd, ready
 
     def start(self, env: dict[str, str], connection: redis.Redis, concurrency: int) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            self.processor,
-            cwd=self.cwd,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while not self._ready(connection, concurrency):
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"{self.name}: the processor did not start")
-            time.sleep(0.05)
-        return process
+        return start_processor(self.name, self.processor, self.cwd, env, lambda: self._ready(connection, concurrency))
 
     def _ready(self, connection: redis.Redis, concurrency: int) -> bool:
         if self.ready == "workers":  # ours: every worker registered
@@ -172,7 +159,6 @@ def under_fire(url: str, jobs: int, concurrency: int, send_ms: int, kills: int) 
 
 def ours(concurrency: int, processes: int | None = None) -> Side:
     arguments = ["--concurrency", str(concurrency)] + (["--processes", str(processes)] if processes else [])
-    arguments += os.environ.get("BENCH_EXTRA", "").split()
     name = "ours" if processes is None else "ours, a process per job"
     return Side(
         name,

@@ -28,12 +28,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import redis
 
-from bench.common import bench_redis, node_packages
+from bench.common import bench_redis, node_packages, start_processor
 from bench.peers import bullmq_installed, common_workload
 from queuing_system.processes import ROOT
 from queuing_system.settings import connect
@@ -76,19 +75,14 @@ class Implementation:
         processor = None
         try:
             if not enqueue_only:
-                processor = subprocess.Popen(
+                processor = start_processor(  # its workers wait for jobs
+                    self.name,
                     self.processor,
-                    cwd=self.cwd,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
+                    self.cwd,
+                    env,
+                    lambda: blocked_clients(connection, self.waits_with) >= self.waiters,
+                    timeout=30,
                 )
-                deadline = time.monotonic() + 30
-                while blocked_clients(connection, self.waits_with) < self.waiters:  # its workers wait for jobs
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{self.name}: the processor did not start")
-                    time.sleep(0.05)
             creator = subprocess.run(
                 self.creator,
                 cwd=self.cwd,
