@@ -6,10 +6,13 @@ import argparse
 import contextlib
 import contextvars
 import os
+import queue
 import re
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 from typing import NoReturn
 
 from redis.exceptions import BusyLoadingError, InvalidResponse, ResponseError
@@ -124,8 +127,46 @@ def sigterm_as_interrupt() -> None:
     SIGINT is (re)armed too: a shell starts background jobs with it ignored,
     and `kill -INT` should still stop a lesson started with `&`.
     """
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _resend.start()
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """Python's own Ctrl+C (KeyboardInterrupt where the main thread is), unless that is inside a finalizer.
+
+    From Python 3.12 the cyclic garbage collector runs at the same checkpoint as signal handlers, so a
+    signal often lands inside some object's `__del__` (redis-py's connection pools have one), where an
+    exception is printed as "Exception ignored" and dropped: the lesson would go on as if never asked to
+    stop. There the signal is handed to a thread that sends it again: it is handled at the next
+    checkpoint, and once the finalizer has returned it ends the lesson.
+    """
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            _resend.signals.put(signum)  # SimpleQueue.put: safe in a signal handler, takes no Python lock
+            return
+        frame = frame.f_back
+    raise KeyboardInterrupt
+
+
+class _Resend:
+    """The thread that sends a deferred signal again (one per process, idle until then)."""
+
+    def __init__(self) -> None:
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.started_in: int | None = None  # the process it runs in (a forked child has no threads)
+
+    def start(self) -> None:
+        if self.started_in != os.getpid():
+            self.started_in = os.getpid()
+            threading.Thread(target=self.run, name="signal-resend", daemon=True).start()
+
+    def run(self) -> None:
+        while True:
+            os.kill(os.getpid(), self.signals.get())
+
+
+_resend = _Resend()
 
 
 def arguments(

@@ -4,10 +4,13 @@ events) in as few writes as whole lines allow, each small enough for a pipe to k
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import pytest
 
 from queuing_system.console import lines_together, say
+from queuing_system.processes import ROOT
 
 
 class Recorder(io.StringIO):
@@ -47,3 +50,36 @@ def test_a_long_burst_goes_out_in_whole_lines_of_at_most_pipe_buf_bytes(monkeypa
     for piece in out.flushed:
         assert piece.endswith("\n")
         assert len(piece.encode()) <= 4096 or piece.count("\n") == 1  # only a line longer than that alone
+
+
+# A lesson whose Ctrl+C / SIGTERM lands while an object's finalizer runs (on Python 3.12+ the garbage
+# collector runs at the very checkpoint where signal handlers do, so this is what happened to
+# `5_subscriber.py` retrying on a database that does not exist: a redis-py pool's `__del__`).
+SIGNAL_IN_A_FINALIZER = """
+import os, signal, time
+from queuing_system.console import run_lesson
+
+class SignalsWhileCollected:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIG{name})  # handled inside this call, so inside this finalizer
+        sum(range(1000))
+
+def main():
+    SignalsWhileCollected()
+    time.sleep(10)  # the signal, taken up again, ends this wait
+    print("still here: the signal was lost", flush=True)
+
+run_lesson(main, interrupted_exit=0)
+"""
+
+
+@pytest.mark.parametrize("name", ["TERM", "INT"])
+def test_a_signal_that_lands_in_a_finalizer_still_ends_the_lesson_quietly(name: str) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", SIGNAL_IN_A_FINALIZER.format(name=name)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert (child.returncode, child.stdout, child.stderr) == (0, "", "")
