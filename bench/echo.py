@@ -1,7 +1,8 @@
 """Our side of bench/peers.py: the common workload (a job that returns its argument).
 
-`python -m bench.echo worker` runs a processor with two workers on queue `bench` (as a lesson's
-processor does); `python -m bench.echo enqueue` creates JOBS jobs ({"n": i}) in bulk and prints
+`python -m bench.echo worker` runs a processor with two workers on queue `bench`, in two worker
+processes (as task 7's processor does by default; two threads of one process would share one core
+for their Python); `python -m bench.echo enqueue` creates JOBS jobs ({"n": i}) in bulk and prints
 {"start_ms", "enqueue_s"} as JSON on stderr.
 """
 
@@ -37,4 +38,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["enqueue"]:
         enqueue(int(os.environ["JOBS"]))
     else:
-        sys.exit(run_processor(QUEUE, {FUNCTION: echo}, concurrency=2))
+        sys.exit(run_processor(QUEUE, {FUNCTION: echo}, concurrency=2, processes=2))

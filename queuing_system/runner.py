@@ -9,6 +9,7 @@ import importlib
 import signal
 import time
 from datetime import datetime
+from types import FrameType
 from typing import Any
 
 from rq.job import Job
@@ -35,20 +36,31 @@ class ProcessorStoppedError(Exception):
 # The C functions behind `signal.signal` and `signal.alarm` (no stub: typed Any): the Python wrappers
 # turn numbers and handlers into enums and back, which costs several times the system calls.
 _c_signal: Any = importlib.import_module("_signal")
-_SIGALRM, _SIG_DFL = int(signal.SIGALRM), int(signal.SIG_DFL)
+_SIGALRM = int(signal.SIGALRM)
 
 
 class QuickAlarm(UnixSignalDeathPenalty):
-    """RQ's SIGALRM timeout for a job (same handler, same exception), armed and disarmed once per job
-    through `_c_signal`."""
+    """RQ's SIGALRM timeout for a job (same handler, same exception) at one system call per arming:
+    the process's SIGALRM handler is installed once and passes the alarm to the job's penalty, if a
+    job is armed (a late alarm, after its job ended, is ignored)."""
+
+    armed: QuickAlarm | None = None  # the penalty of the job running now (main thread only)
 
     def setup_death_penalty(self) -> None:
-        _c_signal.signal(_SIGALRM, self.handle_death_penalty)
+        if _c_signal.getsignal(_SIGALRM) is not _alarm_rings:  # no system call: Python's own record
+            _c_signal.signal(_SIGALRM, _alarm_rings)
+        QuickAlarm.armed = self
         _c_signal.alarm(self._timeout)
 
     def cancel_death_penalty(self) -> None:
         _c_signal.alarm(0)
-        _c_signal.signal(_SIGALRM, _SIG_DFL)
+        QuickAlarm.armed = None
+
+
+def _alarm_rings(signum: int, frame: FrameType | None) -> None:
+    armed = QuickAlarm.armed
+    if armed is not None:
+        armed.handle_death_penalty(signum, frame)  # type: ignore[no-untyped-call]  # RQ's: raises its exception
 
 
 class JobRunner:
