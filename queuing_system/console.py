@@ -190,6 +190,7 @@ def run_lesson(main: Callable[[], object], *, interrupted_exit: int = 130) -> No
     - a malformed setting (REDIS_URL without a scheme, PORT=abc, …): the setting and what is wrong, exit 2;
     - Redis unreachable, not a Redis, or refusing us (a one-shot lesson): `Redis client not connected to the
       server: …`, exit 1;
+    - its output's reader gone (`| head -1`): quiet, exit 1;
     - Ctrl+C / SIGTERM: quiet. `interrupted_exit` is 130 (and `Interrupted` on stderr) for one-shot
       lessons, 0 for those whose Ctrl+C is the normal way out (servers, processors, a waiting creator);
     - anything unexpected: one line naming it, exit 1 (the traceback with QUEUING_DEBUG=1).
@@ -204,6 +205,12 @@ def run_lesson(main: Callable[[], object], *, interrupted_exit: int = 130) -> No
         # A reply that refuses the command itself is not a connection problem, but it ends a
         # lesson the same way: the server said no (to our keys, our password, our database).
         not_connected(error)
+        sys.exit(1)
+    except BrokenPipeError:
+        # Whoever read our output has gone (`python 4_redis_advanced_op.py | head -1`): nothing more to
+        # say, and no one to say it to. Python's own advice: stdout to /dev/null, so the flush at exit
+        # does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     except KeyboardInterrupt:
         if interrupted_exit:

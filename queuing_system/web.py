@@ -206,6 +206,8 @@ def json_app(name: str) -> Flask:
 
     @app.errorhandler(ResponseError)
     def redis_refused(error: ResponseError) -> Response:
+        if means_not_connected(error):  # the database in REDIS_URL does not exist: no Redis to use
+            return redis_down(error)
         code, now = code_of(error), time.monotonic()
         if now - last_said.get(code, -10.0) >= 1.0:  # one line a second at most, however many requests
             last_said[code] = now

@@ -20,6 +20,7 @@ from queuing_system import requirements
 from queuing_system.console import means_not_connected
 from queuing_system.embedded import free_port
 from queuing_system.events import JobEvent, JobEvents
+from queuing_system.http_requests import request
 from queuing_system.jobs import enqueue, job_queue
 from queuing_system.keys import PROCESS_6, QUEUE_6
 from queuing_system.processes import ROOT, ScriptProcess, run_script
@@ -295,6 +296,25 @@ def test_a_long_running_process_keeps_trying_after_a_wrong_address(command, mist
         assert process.stop() == 0
     assert all(line.startswith(NOT_REDIS if mistake == "web server" else NO_DATABASE) for line in process.lines)
     assert process.stderr == ""
+
+
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["development", "granian"])
+def test_a_server_on_a_database_that_does_not_exist_answers_unavailable_and_says_not_connected(
+    redis_url, workers
+) -> None:
+    port = free_port()
+    env = {"REDIS_URL": redis_url.rsplit("/", 1)[0] + "/99", "PORT": str(port)}
+    with ScriptProcess("9_stock.py", workers, env=env) as server:
+        server.wait_for_line(f"API available on localhost port {port}")
+        for path in ("/list_products/1", "/reserve_product/2"):
+            assert request(port, path) == (503, "application/json", {"status": "Redis unavailable, try again shortly"})
+        assert request(port, "/list_products")[0] == 200  # what needs no Redis still works
+        assert server.stop() == 0
+    assert [line for line in server.lines if not line.startswith("API available")] == [NO_DATABASE] * (
+        len(server.lines) - 1
+    )
+    assert len(server.lines) >= 3  # at launch, and for the requests that needed Redis
+    assert server.stderr == ""
 
 
 def test_tls_to_a_plain_server_is_said_not_hung(redis_url) -> None:

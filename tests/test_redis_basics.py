@@ -1,8 +1,12 @@
 """Tasks 0, 1, 2 and 4, each run as the learner runs it, output asserted line for line."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from queuing_system.processes import run_script
+from queuing_system.processes import ROOT, run_script
 
 CONNECTED = "Redis client connected to the server"
 
@@ -55,3 +59,17 @@ def test_redis_down_is_one_line_and_exit_1(script: str, closed_url: str) -> None
     assert len(lines) == 1
     assert lines[0].startswith("Redis client not connected to the server: Error 111 connecting to 127.0.0.1:")
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("script", ["0_redis_client.py", "1_redis_op.py", "4_redis_advanced_op.py"])
+def test_output_whose_reader_has_gone_ends_quietly(script: str, redis_url: str) -> None:
+    # `python 4_redis_advanced_op.py | head -1`, with the reader gone before the first line.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        child = subprocess.run(
+            [sys.executable, script], cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=20
+        )
+    finally:
+        os.close(write_end)
+    assert (child.returncode, child.stderr) == (1, "")
