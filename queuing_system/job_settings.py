@@ -20,11 +20,17 @@ MAX_DELAY = 30 * 24 * 3600  # thirty days
 MAX_BACKOFF = 3600  # no wait between two attempts is longer than an hour
 
 
+def job_timeout() -> int:
+    """QUEUING_JOB_TIMEOUT: the seconds a job may run (Kue's ttl), for the jobs a creator makes and for
+    the jobs a processor finds without one."""
+    return env_int("QUEUING_JOB_TIMEOUT", 20, 1, 86400)
+
+
 @dataclass(frozen=True)
 class JobSettings:
     """Kue's job options. The defaults reproduce the curriculum exactly (one attempt, no delay)."""
 
-    timeout: int = field(default_factory=lambda: env_int("QUEUING_JOB_TIMEOUT", 20, 1, 86400))  # Kue's ttl
+    timeout: int = field(default_factory=job_timeout)  # Kue's ttl
     attempts: int = 1
     backoff: int = field(default_factory=lambda: env_int("QUEUING_RETRY_BACKOFF", 1, 1, 3600))  # 1st retry after, s
     delay: int = 0

@@ -93,6 +93,7 @@ from queuing_system.bad_data import BadKeys
 from queuing_system.console import BACKOFF_CAP
 from queuing_system.idle import IdleTurns, IdleWait, QueueWatch
 from queuing_system.job_run import EVENT_CALLBACKS, JobRun, Offer, OfferedJob, now, restored
+from queuing_system.job_settings import job_timeout
 from queuing_system.jobs import queues_by_priority
 from queuing_system.ordered_connection import OrderedConnection
 from queuing_system.reconnect import REDIS_FAULTS, Reconnection, Voice
@@ -127,7 +128,7 @@ class ProcessorSettings:
     # A job running longer than this gives its worker's other claims back to the queue.
     hold_limit: float = field(default_factory=lambda: env_float("QUEUING_CLAIM_HOLD", 1.0, 0.05, 60.0))
     # Timeout of a job that names none (jobs created here always carry one).
-    default_timeout: int = field(default_factory=lambda: env_int("QUEUING_JOB_TIMEOUT", 20, 1, 86400))
+    default_timeout: int = field(default_factory=job_timeout)
 
 
 class Processor:
