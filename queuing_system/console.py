@@ -141,12 +141,20 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     stop. There the signal is handed to a thread that sends it again: it is handled at the next
     checkpoint, and once the finalizer has returned it ends the lesson.
     """
+    if in_finalizer(frame):
+        _resend.signals.put(signum)  # SimpleQueue.put: safe in a signal handler, takes no Python lock
+        return
+    raise KeyboardInterrupt
+
+
+def in_finalizer(frame: FrameType | None) -> bool:
+    """Whether a signal handler called at `frame` runs inside an object's `__del__`, where what it
+    raises would be dropped (see `_interrupt`)."""
     while frame is not None:
         if frame.f_code.co_name == "__del__":
-            _resend.signals.put(signum)  # SimpleQueue.put: safe in a signal handler, takes no Python lock
-            return
+            return True
         frame = frame.f_back
-    raise KeyboardInterrupt
+    return False
 
 
 class _Resend:

@@ -17,7 +17,7 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException, UnixSignalDeathPenalty
 
 from queuing_system import events
-from queuing_system.console import REDIS_DOWN
+from queuing_system.console import REDIS_DOWN, in_finalizer
 from queuing_system.job_run import JobRun, Offer, encoded, now
 from queuing_system.keys import JOB_EVENTS_CHANNEL
 from queuing_system.ordered_connection import OrderedConnection
@@ -36,7 +36,7 @@ class ProcessorStoppedError(Exception):
 # The C functions behind `signal.signal` and `signal.alarm` (no stub: typed Any): the Python wrappers
 # turn numbers and handlers into enums and back, which costs several times the system calls.
 _c_signal: Any = importlib.import_module("_signal")
-_SIGALRM = int(signal.SIGALRM)
+_SIGALRM, _ITIMER_REAL = int(signal.SIGALRM), int(signal.ITIMER_REAL)
 
 
 class QuickAlarm(UnixSignalDeathPenalty):
@@ -59,8 +59,12 @@ class QuickAlarm(UnixSignalDeathPenalty):
 
 def _alarm_rings(signum: int, frame: FrameType | None) -> None:
     armed = QuickAlarm.armed
-    if armed is not None:
-        armed.handle_death_penalty(signum, frame)  # type: ignore[no-untyped-call]  # RQ's: raises its exception
+    if armed is None:
+        return
+    if in_finalizer(frame):  # raised there, the time limit would be dropped: ring again shortly
+        _c_signal.setitimer(_ITIMER_REAL, 0.01)
+        return
+    armed.handle_death_penalty(signum, frame)  # type: ignore[no-untyped-call]  # RQ's: raises its exception
 
 
 class JobRunner:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import redis
 from redis.exceptions import RedisError
 
 from queuing_system.bad_data import BadKeys
+from queuing_system.console import in_finalizer
 from queuing_system.steps import GiveBack, KeepAlive
 
 
@@ -80,6 +82,12 @@ class LoopState:
             return bool(
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._job_thread), ctypes.py_object(error))
             )
+
+    def job_in_finalizer(self) -> bool:
+        """Whether the job's thread is inside an object's finalizer now, where an exception raised in it
+        would be printed and dropped (Python 3.12+ collects garbage where asynchronous exceptions land)."""
+        thread = self._job_thread
+        return self.in_job and thread is not None and in_finalizer(sys._current_frames().get(thread))
 
     def should_give_back(self, hold_limit: float) -> bool:
         """While stopping, always; else once per job, when it has run longer than `hold_limit`."""

@@ -81,8 +81,12 @@ class Watchdog:
                 if left > 0:
                     self._changed.wait(left)
                     continue
-                heapq.heappop(self._limits)
+                entry = heapq.heappop(self._limits)
                 if isinstance(state, LoopState):
+                    if state.job_in_finalizer():  # raised there, the limit would be dropped: a little later
+                        entry[0] = time.monotonic() + 0.01
+                        heapq.heappush(self._limits, entry)
+                        continue
                     state.interrupt_job(error)  # type: ignore[arg-type]
 
 

@@ -21,6 +21,28 @@ def hold(seconds: float) -> str:
     return "held"
 
 
+FINALIZE_SLOWLY = "tests.jobs_for_tests.finalize_slowly"
+
+
+class _SlowToFinalize:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __del__(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            pass
+
+
+def finalize_slowly(seconds: float) -> str:
+    """An object's finalizer that takes `seconds` (the job's time limit rings in there), then 30 s more,
+    in short waits (in a thread, a time limit lands between two of them)."""
+    _SlowToFinalize(seconds)  # dropped at once: its __del__ runs now
+    for _ in range(600):
+        time.sleep(0.05)
+    return "outlived its time limit"
+
+
 RELEASE_KEY = "test:release"
 HOLD_UNTIL_RELEASED = "tests.jobs_for_tests.hold_until_released"
 

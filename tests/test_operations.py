@@ -16,7 +16,7 @@ from queuing_system.jobs import JobSettings, Priority, enqueue, job_queue
 from queuing_system.keys import PROCESS_6, QUEUE_6, QUEUE_7
 from queuing_system.processes import ScriptProcess, run_script
 from tests.job_helpers import FAST, HOLDING_PROCESSOR, eventually, fetch
-from tests.jobs_for_tests import HOLD, STARTED_KEY
+from tests.jobs_for_tests import FINALIZE_SLOWLY, HOLD, STARTED_KEY
 
 # -- 1. attempts with exponential backoff, delays, priorities ------------------------------------
 
@@ -134,6 +134,23 @@ def test_a_job_over_its_time_limit_fails_and_the_worker_goes_on(redis_url, rq_co
             events.wait_until_ended([slow.id, good.id])
             processor.stop()
     assert seen == {"slow": "Task exceeded maximum timeout value (1 seconds)", "good": "completed"}
+
+
+@pytest.mark.parametrize("concurrency", ["1", "3"])
+def test_a_time_limit_that_rings_inside_a_finalizer_still_ends_the_job(redis_url, rq_connection, concurrency) -> None:
+    # Raised inside an object's __del__, an exception is printed and dropped ("Exception ignored"), and the
+    # job would run on past its limit: the limit lands once the finalizer has returned.
+    queue = job_queue(QUEUE_6, rq_connection)
+    with JobEvents(rq_connection, serializer=JSONSerializer) as events:
+        job = enqueue(queue, FINALIZE_SLOWLY, 2, JobSettings(timeout=1))
+        reasons: list[str] = []
+        events.on(job.id, JobEvent.FAILED, reasons.append)
+        env = {**FAST, "HOLDING_CONCURRENCY": concurrency, "HOLDING_PROCESSES": "1"}
+        with ScriptProcess(HOLDING_PROCESSOR, env=env) as processor:
+            events.wait_until_ended([job.id])
+            processor.stop()
+    assert reasons == ["Task exceeded maximum timeout value (1 seconds)"]
+    assert processor.stderr == ""
 
 
 # -- 3. dead letters ---------------------------------------------------------------------------------
