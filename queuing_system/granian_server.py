@@ -24,6 +24,8 @@ from queuing_system.processes import ROOT
 PREPARED_ENV = "QUEUING_SERVER_PREPARED_FILE"
 # How long the banner waits for `prepare` before it is printed all the same (seconds).
 PREPARE_GRACE = 2.0
+# Seconds a stopping worker gets to finish before granian kills it: the longest a stop takes.
+STOP_TIMEOUT = 5
 
 
 def prepared() -> bool:
@@ -68,7 +70,7 @@ def serve_granian(
         http1_settings=HTTP1Settings(header_read_timeout=HEADER_TIMEOUT * 1000),
         respawn_failed_workers=True,
         respawn_interval=0.5,
-        workers_kill_timeout=5,
+        workers_kill_timeout=STOP_TIMEOUT,
         log_enabled=verbose,
         log_access=verbose,
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from queuing_system.embedded import free_port
+from queuing_system.granian_server import STOP_TIMEOUT
 from queuing_system.http_requests import request, request_raw
 from queuing_system.processes import ScriptProcess
 from tests.job_helpers import eventually
@@ -101,7 +102,9 @@ def test_slow_clients_do_not_hold_up_the_others(redis_url, many_descriptors, wor
         stopping = time.monotonic()
         server.signal(signal.SIGTERM)
         assert server.wait(10) == 0
-        assert time.monotonic() - stopping < 5
+        # Usually at once; a granian worker that lingers is killed after STOP_TIMEOUT (seen about one
+        # stop in twenty after the 1,500 clients).
+        assert time.monotonic() - stopping < STOP_TIMEOUT + 2
     assert server.stderr == ""
 
 
