@@ -127,7 +127,7 @@ def sigterm_as_interrupt() -> None:
     SIGINT is (re)armed too: a shell starts background jobs with it ignored,
     and `kill -INT` should still stop a lesson started with `&`.
     """
-    _resend.start()
+    ready_to_send_again()
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
 
@@ -142,7 +142,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     checkpoint, and once the finalizer has returned it ends the lesson.
     """
     if in_finalizer(frame):
-        _resend.signals.put(signum)  # SimpleQueue.put: safe in a signal handler, takes no Python lock
+        send_again(signum)
         return
     raise KeyboardInterrupt
 
@@ -155,6 +155,17 @@ def in_finalizer(frame: FrameType | None) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def ready_to_send_again() -> None:
+    """Start this process's thread for `send_again` (call it before installing handlers that use it)."""
+    _resend.start()
+
+
+def send_again(signum: int) -> None:
+    """From a signal handler that must not act where it runs (inside a finalizer): the signal comes
+    again shortly, through `ready_to_send_again`'s thread."""
+    _resend.signals.put(signum)  # SimpleQueue.put: safe in a signal handler, takes no Python lock
 
 
 class _Resend:

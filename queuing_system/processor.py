@@ -90,7 +90,7 @@ from rq.worker import BaseWorker
 from queuing_system import keys
 from queuing_system.announcements import Announcer
 from queuing_system.bad_data import BadKeys
-from queuing_system.console import BACKOFF_CAP
+from queuing_system.console import BACKOFF_CAP, in_finalizer, ready_to_send_again, send_again
 from queuing_system.idle import IdleTurns, IdleWait, QueueWatch
 from queuing_system.job_run import EVENT_CALLBACKS, JobRun, Offer, OfferedJob, now, restored
 from queuing_system.job_settings import job_timeout
@@ -353,6 +353,9 @@ class Processor:
             if time.monotonic() - self.state.stop_requested_at < 1.0:
                 return  # the same Ctrl+C reaching us twice (from the terminal and from our parent)
             if self.state.in_job and not self.in_thread:
+                if in_finalizer(frame):  # raised there, it would be dropped: once the finalizer returns
+                    send_again(signum if signum is not None else signal.SIGTERM)
+                    return
                 raise ProcessorStoppedError()
             return
         # Not here: this handler may have interrupted this very thread inside a wait on the stop event
@@ -367,9 +370,12 @@ class Processor:
 
     def hand_back_job_in_hand(self) -> bool:
         """A second stop for a worker in a thread (`--concurrency`): the job in hand fails as stopped,
-        at its next Python step (False when no job code is running)."""
+        at its next Python step (False when no job code is running). Called in a thread of its own."""
+        while self.state.job_in_finalizer():  # raised there, it would be dropped: once the finalizer returns
+            time.sleep(0.01)
         return self.state.interrupt_job(ProcessorStoppedError)
 
     def install_signal_handlers(self) -> None:
+        ready_to_send_again()
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGTERM, self.request_stop)

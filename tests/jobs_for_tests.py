@@ -37,6 +37,8 @@ class _SlowToFinalize:
 def finalize_slowly(seconds: float) -> str:
     """An object's finalizer that takes `seconds` (the job's time limit rings in there), then 30 s more,
     in short waits (in a thread, a time limit lands between two of them)."""
+    job = get_current_job()
+    job.connection.rpush(STARTED_KEY, job.id)
     _SlowToFinalize(seconds)  # dropped at once: its __del__ runs now
     for _ in range(600):
         time.sleep(0.05)

@@ -20,11 +20,12 @@ from rq.serializers import JSONSerializer
 
 from queuing_system.embedded import EmbeddedRedis
 from queuing_system.events import ABANDONED_MESSAGE
+from queuing_system.job_settings import JobSettings
 from queuing_system.jobs import enqueue, job_queue
 from queuing_system.keys import PROCESS_6, PROCESS_7, QUEUE_6, QUEUE_7
 from queuing_system.processes import ScriptProcess, run_script
 from tests.job_helpers import FAST, HOLDING_PROCESSOR, eventually, fetch
-from tests.jobs_for_tests import HOLD, STARTED_KEY
+from tests.jobs_for_tests import FINALIZE_SLOWLY, HOLD, STARTED_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -326,6 +327,30 @@ def test_a_second_stop_hands_back_every_job_in_hand(redis_url, rq_connection, r,
         time.sleep(1.2)  # (a repeat within a second is the same request: terminal and parent both pass it on)
         processor.signal(signal.SIGTERM)  # …cold: hand them back now
         assert processor.wait(10) == 0
+    for job in held:
+        stored = fetch(rq_connection, job.id)
+        assert (stored.get_status(), stored.meta["error"]) == (
+            JobStatus.FAILED,
+            "Processor stopped before the job finished",
+        )
+    assert processor.stderr == ""
+
+
+@pytest.mark.parametrize(("concurrency", "processes"), [(1, 1), (3, 1)])
+def test_a_second_stop_that_lands_inside_a_finalizer_still_hands_the_job_back(
+    redis_url, rq_connection, r, concurrency, processes
+) -> None:
+    # Raised inside an object's __del__, the stop would be printed and dropped ("Exception ignored"), and
+    # the job would run on: it lands once the finalizer has returned.
+    queue = job_queue(QUEUE_6, rq_connection)
+    held = [enqueue(queue, FINALIZE_SLOWLY, 4, JobSettings(timeout=60)) for _ in range(concurrency)]
+    env = {**FAST, "HOLDING_CONCURRENCY": str(concurrency), "HOLDING_PROCESSES": str(processes)}
+    with ScriptProcess(HOLDING_PROCESSOR, env=env) as processor:
+        processor.wait_until(lambda: r.llen(STARTED_KEY) == concurrency, what="every worker in a finalizer")
+        processor.signal(signal.SIGTERM)
+        time.sleep(1.2)  # (a repeat within a second is the same request)
+        processor.signal(signal.SIGTERM)  # while the finalizers still run (4 s)
+        assert processor.wait(15) == 0
     for job in held:
         stored = fetch(rq_connection, job.id)
         assert (stored.get_status(), stored.meta["error"]) == (
