@@ -358,8 +358,9 @@ class Processor:
                     return
                 raise ProcessorStoppedError()
             return
-        # Not here: this handler may have interrupted this very thread inside a wait on the stop event
-        # (or inside the lock of a wait), and setting it here would deadlock.
+        self.state.note_stop()  # no job starts from now on
+        # The waits are woken from a thread: this handler may have interrupted this very thread inside
+        # a wait on the stop event (or inside the lock of a wait), and setting it here would deadlock.
         threading.Thread(target=self.request_stop_from_thread, name="stop", daemon=True).start()
 
     def request_stop_from_thread(self) -> None:

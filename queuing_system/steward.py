@@ -25,6 +25,7 @@ class LoopState:
         self._lock = threading.Lock()
         self.stop_event = threading.Event()  # wakes every wait of the loop when a stop is requested
         self.stop_requested_at = 0.0
+        self._stop_noted = False  # a stop was asked for (set first, by a signal handler)
         self.in_job = False  # inside the job's own code (a second stop may interrupt it there)
         self._job_thread: int | None = None  # the thread running the job's own code
         self._interrupted = False  # a stop was raised in that thread and may not have landed yet
@@ -34,14 +35,23 @@ class LoopState:
 
     @property
     def stopping(self) -> bool:
-        return self.stop_event.is_set()
+        return self._stop_noted or self.stop_event.is_set()
+
+    def note_stop(self) -> None:
+        """From a signal handler: stopping from now on (no job starts after it), before `request_stop`
+        (from a thread) wakes the waits. Plain assignments: no lock a handler could deadlock on."""
+        if not self._stop_noted:
+            self.stop_requested_at = time.monotonic()
+            self._stop_noted = True
 
     def request_stop(self) -> bool:
-        """Mark a stop; True the first time. (Never from a signal handler: an Event is not safe to set
-        in the thread that may be inside its wait; see Processor.request_stop.)"""
+        """Mark a stop and wake every wait; True the first time. (Never from a signal handler: an
+        Event is not safe to set in the thread that may be inside its wait; see `note_stop`.)"""
         if self.stop_event.is_set():
             return False
-        self.stop_requested_at = time.monotonic()
+        if not self._stop_noted:
+            self.stop_requested_at = time.monotonic()
+        self._stop_noted = True
         self.stop_event.set()
         return True
 

@@ -283,7 +283,9 @@ class Crew:
         moment = time.monotonic()
         if self._stop_requested_at is None:
             self._stop_requested_at = moment
-            # Not in this handler: it may have interrupted this thread inside a lock a stop takes.
+            for processor in tuple(self._processors):  # (a copy taken without the lock: no deadlock here)
+                processor.state.note_stop()  # no job starts from now on
+            # The rest not in this handler: it may have interrupted this thread inside a lock a stop takes.
             threading.Thread(target=self._stop_all, name="stop", daemon=True).start()
         elif moment - self._stop_requested_at >= 1.0:  # a repeat within a second is the same Ctrl+C
             threading.Thread(target=self._hand_back_jobs, name="hand-back", daemon=True).start()
