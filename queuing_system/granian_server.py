@@ -96,6 +96,7 @@ def serve_granian(
 
     @server.on_startup
     def announce() -> None:  # runs once granian has bound the port, before its workers start
+        import_ahead()
         threading.Thread(target=prepare_then_flag, daemon=True).start()
         threading.Thread(target=announce_when_answering, daemon=True).start()
 
@@ -110,6 +111,20 @@ def serve_granian(
     finally:
         shutil.rmtree(flag_dir, ignore_errors=True)
     return 0
+
+
+def import_ahead() -> None:
+    """Import now what the two background threads would import on first use. Granian forks its workers
+    while they run, and a module a thread of this process is importing at that moment stays locked in
+    the forked worker for good: its first import of it waits forever, and that worker never serves
+    (seen: one start in about ten under load, and every stop then waited for the kill timeout). Each
+    connection to Redis reads redis-py's version (importlib.metadata, imported lazily); resolving an
+    address needs the idna codec. tests/test_serving.py checks that they then import nothing."""
+    import encodings.idna  # noqa: F401
+
+    from redis.utils import get_lib_version
+
+    get_lib_version()
 
 
 def _announce_when_answering(host: str, port: int, listening: Callable[[int], None]) -> None:

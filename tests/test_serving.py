@@ -9,6 +9,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -21,7 +23,7 @@ import pytest
 from queuing_system.embedded import free_port
 from queuing_system.granian_server import STOP_TIMEOUT
 from queuing_system.http_requests import request, request_raw
-from queuing_system.processes import ScriptProcess
+from queuing_system.processes import ROOT, ScriptProcess
 from tests.job_helpers import eventually
 
 stock = import_module("9_stock")
@@ -427,3 +429,29 @@ def test_32_slow_bodies_hold_no_thread(redis_url, script) -> None:
     assert list(answers) == [(200, "application/json")]
     assert server.lines == [f"API available on localhost port {port}"]
     assert "Traceback" not in server.stderr
+
+
+IMPORTS_AFTER_IMPORT_AHEAD = """
+import socket, sys
+from queuing_system.granian_server import import_ahead
+from queuing_system.settings import connect
+import_ahead()
+before = set(sys.modules)
+client = connect()  # what the background threads do: reach Redis, and a port on this machine
+client.ping()
+client.close()
+socket.create_connection(("localhost", int(sys.argv[1])), timeout=5).close()
+print(sorted(set(sys.modules) - before))
+"""
+
+
+def test_the_servers_background_threads_import_nothing_while_workers_are_forked(redis_url) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        child = subprocess.run(
+            [sys.executable, "-c", IMPORTS_AFTER_IMPORT_AHEAD, str(listener.getsockname()[1])],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert (child.returncode, child.stdout, child.stderr) == (0, "[]\n", "")
