@@ -432,14 +432,14 @@ def test_32_slow_bodies_hold_no_thread(redis_url, script) -> None:
 
 
 IMPORTS_AFTER_IMPORT_AHEAD = """
-import socket, sys
+import importlib, socket, sys
 from queuing_system.granian_server import import_ahead
 from queuing_system.settings import connect
+stock, seat = importlib.import_module("9_stock"), importlib.import_module("100_seat")  # (run by the main process)
 import_ahead()
 before = set(sys.modules)
-client = connect()  # what the background threads do: reach Redis, and a port on this machine
-client.ping()
-client.close()
+stock.prepare_stock(False)  # what the background threads do: prepare, and knock on a port of this machine
+seat.initialise_seats(connect(), reset=False)
 socket.create_connection(("localhost", int(sys.argv[1])), timeout=5).close()
 print(sorted(set(sys.modules) - before))
 """
