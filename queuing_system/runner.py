@@ -45,11 +45,12 @@ class QuickAlarm(UnixSignalDeathPenalty):
     job is armed (a late alarm, after its job ended, is ignored)."""
 
     armed: QuickAlarm | None = None  # the penalty of the job running now (main thread only)
+    due = 0.0  # when its alarm rings (time.monotonic())
 
     def setup_death_penalty(self) -> None:
         if _c_signal.getsignal(_SIGALRM) is not _alarm_rings:  # no system call: Python's own record
             _c_signal.signal(_SIGALRM, _alarm_rings)
-        QuickAlarm.armed = self
+        QuickAlarm.armed, self.due = self, time.monotonic() + self._timeout
         _c_signal.alarm(self._timeout)
 
     def cancel_death_penalty(self) -> None:
@@ -57,9 +58,15 @@ class QuickAlarm(UnixSignalDeathPenalty):
         QuickAlarm.armed = None
 
 
+def ignore_stray_alarms() -> None:
+    """A SIGALRM no job's time limit set (`kill -ALRM`) is ignored, idle or mid-job, instead of ending
+    the process (its default) or timing the job in hand out early."""
+    _c_signal.signal(_SIGALRM, _alarm_rings)
+
+
 def _alarm_rings(signum: int, frame: FrameType | None) -> None:
     armed = QuickAlarm.armed
-    if armed is None:
+    if armed is None or time.monotonic() < armed.due - 0.5:  # no limit set, or not this one's alarm (yet)
         return
     if in_finalizer(frame):  # raised there, the time limit would be dropped: ring again shortly
         _c_signal.setitimer(_ITIMER_REAL, 0.01)

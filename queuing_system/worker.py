@@ -37,6 +37,7 @@ from queuing_system.idle import IdleTurns
 from queuing_system.jobs import queue_connection
 from queuing_system.processor import Processor, ProcessorSettings
 from queuing_system.reconnect import REDIS_FAULTS, Reconnection, Voice
+from queuing_system.runner import ignore_stray_alarms
 from queuing_system.settings import ConfigError, connect, redis_url
 
 # A worker process that keeps dying is replaced at most this often before the processor gives up.
@@ -160,6 +161,7 @@ def run_processor(
     # The jobs at once, shared out: 5 over 2 processes are 3 and 2.
     shares = [concurrency // processes + (index < concurrency % processes) for index in range(processes)]
     _allow_descriptors(max(shares))
+    ignore_stray_alarms()  # (inherited by the worker processes)
     try:
         if processes > 1:
             return _Tree(base_queue, functions, shares, burst, verbose, url, settings).run()

@@ -2,6 +2,7 @@
 monitoring, scaling, graceful shutdown and job-data validation — on the real throwaway Redis."""
 
 import json
+import os
 import signal
 import time
 
@@ -150,6 +151,23 @@ def test_a_time_limit_that_rings_inside_a_finalizer_still_ends_the_job(redis_url
             events.wait_until_ended([job.id])
             processor.stop()
     assert reasons == ["Task exceeded maximum timeout value (1 seconds)"]
+    assert processor.stderr == ""
+
+
+@pytest.mark.parametrize(("concurrency", "processes"), [(1, 1), (2, 2), (3, 1)])
+def test_a_stray_alarm_signal_ends_no_processor_and_no_job(redis_url, rq_connection, r, concurrency, processes) -> None:
+    # `kill -ALRM` (SIGALRM's default ends a process; a job's time limit is a SIGALRM in the main thread)
+    queue = job_queue(QUEUE_6, rq_connection)
+    env = {**FAST, "HOLDING_CONCURRENCY": str(concurrency), "HOLDING_PROCESSES": str(processes)}
+    with ScriptProcess(HOLDING_PROCESSOR, env=env) as processor:
+        eventually(lambda: len(rq_connection.smembers("rq:workers")) >= processes)  # up, idle
+        os.killpg(processor.pid, signal.SIGALRM)  # the processor and its worker processes
+        job = enqueue(queue, HOLD, 1.5, JobSettings(timeout=20))
+        eventually(lambda: r.llen(STARTED_KEY) == 1)
+        os.killpg(processor.pid, signal.SIGALRM)  # mid-job
+        eventually(lambda: fetch(rq_connection, job.id).get_status() == JobStatus.FINISHED)
+        assert processor.returncode is None
+        assert processor.stop() == 0
     assert processor.stderr == ""
 
 
