@@ -128,8 +128,18 @@ def sigterm_as_interrupt() -> None:
     and `kill -INT` should still stop a lesson started with `&`.
     """
     ready_to_send_again()
+    sys.unraisablehook = _unraisable
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
+
+
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """A Ctrl+C dropped where it landed, in a finalizer `_interrupt` cannot see (a weakref callback):
+    it comes again. Anything else: Python's own report."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        send_again(signal.SIGINT)
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -73,10 +73,34 @@ run_lesson(main, interrupted_exit=0)
 """
 
 
+# The same in a weakref callback (weakref.finalize, WeakSet): no `__del__` frame to see there.
+SIGNAL_IN_A_WEAKREF_CALLBACK = """
+import os, signal, time, weakref
+from queuing_system.console import run_lesson
+
+class Anything:
+    pass
+
+def signals_while_called():
+    os.kill(os.getpid(), signal.SIG{name})  # handled inside this call, so inside the callback
+    sum(range(1000))
+
+def main():
+    thing = Anything()
+    weakref.finalize(thing, signals_while_called)
+    del thing  # the callback runs now
+    time.sleep(10)  # the signal, taken up again, ends this wait
+    print("still here: the signal was lost", flush=True)
+
+run_lesson(main, interrupted_exit=0)
+"""
+
+
+@pytest.mark.parametrize("script", [SIGNAL_IN_A_FINALIZER, SIGNAL_IN_A_WEAKREF_CALLBACK], ids=["__del__", "weakref"])
 @pytest.mark.parametrize("name", ["TERM", "INT"])
-def test_a_signal_that_lands_in_a_finalizer_still_ends_the_lesson_quietly(name: str) -> None:
+def test_a_signal_that_lands_in_a_finalizer_still_ends_the_lesson_quietly(script: str, name: str) -> None:
     child = subprocess.run(
-        [sys.executable, "-c", SIGNAL_IN_A_FINALIZER.format(name=name)],
+        [sys.executable, "-c", script.format(name=name)],
         cwd=ROOT,
         capture_output=True,
         text=True,
