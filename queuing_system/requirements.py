@@ -5,7 +5,8 @@ on the machine's Python, which has no redis-py, RQ or Flask: instead of a
 ModuleNotFoundError traceback (even for --help), this says what to do. Every lesson
 imports it before anything else, and the package imports it, so `python -m
 queuing_system.…` says it too. It is the one module that acts when imported: that is
-its whole job, and with the requirements in place it only looks them up.
+its whole job, and with the requirements in place it only looks them up (and keeps a Ctrl+C
+during the imports that follow from printing a traceback).
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ def how_to_set_up(absent: list[str]) -> str:
         step = f"run `make demo` once{where} (it creates .venv), then . {venv}/bin/activate in each terminal"
     return f"No module {absent[0]!r} in this Python ({sys.executable}): {step}"
 
+
+def _quiet_interrupt(kind: type[BaseException], value: BaseException, traceback: object) -> None:
+    """Ctrl+C while a lesson is still starting (its imports take a moment, before it arms its own
+    handlers): no traceback; the process ends by SIGINT as Python ends it."""
+    if not issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, traceback)  # type: ignore[arg-type]
+
+
+sys.excepthook = _quiet_interrupt
 
 _absent = missing()
 if _absent:

@@ -4,6 +4,7 @@ events) in as few writes as whole lines allow, each small enough for a pipe to k
 from __future__ import annotations
 
 import io
+import signal
 import subprocess
 import sys
 
@@ -107,3 +108,15 @@ def test_a_signal_that_lands_in_a_finalizer_still_ends_the_lesson_quietly(script
         timeout=20,
     )
     assert (child.returncode, child.stdout, child.stderr) == (0, "", "")
+
+
+def test_ctrl_c_while_a_lesson_is_still_importing_prints_no_traceback() -> None:
+    # Before run_lesson arms its handlers, a Ctrl+C is Python's own KeyboardInterrupt, uncaught.
+    child = subprocess.run(
+        [sys.executable, "-c", "import queuing_system.requirements, os, signal; os.kill(os.getpid(), signal.SIGINT)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert (child.returncode, child.stdout, child.stderr) == (-signal.SIGINT, "", "")
