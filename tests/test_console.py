@@ -111,9 +111,11 @@ def test_a_signal_that_lands_in_a_finalizer_still_ends_the_lesson_quietly(script
 
 
 def test_ctrl_c_while_a_lesson_is_still_importing_prints_no_traceback() -> None:
-    # Before run_lesson arms its handlers, a Ctrl+C is Python's own KeyboardInterrupt, uncaught.
+    # Before run_lesson arms its handlers, a Ctrl+C is Python's own KeyboardInterrupt, uncaught. (Armed
+    # here as a terminal's Python has it: started in the background, Python leaves SIGINT ignored.)
+    arm_and_interrupt = "signal.signal(signal.SIGINT, signal.default_int_handler); os.kill(os.getpid(), signal.SIGINT)"
     child = subprocess.run(
-        [sys.executable, "-c", "import queuing_system.requirements, os, signal; os.kill(os.getpid(), signal.SIGINT)"],
+        [sys.executable, "-c", f"import queuing_system.requirements, os, signal; {arm_and_interrupt}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
