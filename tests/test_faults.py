@@ -316,23 +316,33 @@ def test_a_processor_killed_alone_takes_its_workers_with_it(redis_url, rq_connec
     assert rq_connection.keys("queuing:claimed:*") == []
 
 
-@pytest.mark.parametrize(("concurrency", "processes"), [(1, 1), (2, 2), (3, 1)])
-def test_a_second_stop_hands_back_every_job_in_hand(redis_url, rq_connection, r, concurrency, processes) -> None:
-    queue = job_queue(QUEUE_6, rq_connection)
-    held = [enqueue(queue, HOLD, 30) for _ in range(concurrency)]
+def stopped_twice(r, concurrency: int, processes: int, settle_within: float) -> ScriptProcess:
+    """A processor holding `concurrency` jobs, stopped (warm), then again a second later (cold)."""
     env = {**FAST, "HOLDING_CONCURRENCY": str(concurrency), "HOLDING_PROCESSES": str(processes)}
     with ScriptProcess(HOLDING_PROCESSOR, env=env) as processor:
         processor.wait_until(lambda: r.llen(STARTED_KEY) == concurrency, what="every worker holding a job")
         processor.signal(signal.SIGTERM)  # warm: would finish the jobs in hand…
         time.sleep(1.2)  # (a repeat within a second is the same request: terminal and parent both pass it on)
         processor.signal(signal.SIGTERM)  # …cold: hand them back now
-        assert processor.wait(10) == 0
+        assert processor.wait(settle_within) == 0
+    return processor
+
+
+def assert_handed_back(rq_connection, held) -> None:
     for job in held:
         stored = fetch(rq_connection, job.id)
         assert (stored.get_status(), stored.meta["error"]) == (
             JobStatus.FAILED,
             "Processor stopped before the job finished",
         )
+
+
+@pytest.mark.parametrize(("concurrency", "processes"), [(1, 1), (2, 2), (3, 1)])
+def test_a_second_stop_hands_back_every_job_in_hand(redis_url, rq_connection, r, concurrency, processes) -> None:
+    queue = job_queue(QUEUE_6, rq_connection)
+    held = [enqueue(queue, HOLD, 30) for _ in range(concurrency)]
+    processor = stopped_twice(r, concurrency, processes, settle_within=10)
+    assert_handed_back(rq_connection, held)
     assert processor.stderr == ""
 
 
@@ -341,22 +351,12 @@ def test_a_second_stop_that_lands_inside_a_finalizer_still_hands_the_job_back(
     redis_url, rq_connection, r, concurrency, processes
 ) -> None:
     # Raised inside an object's __del__, the stop would be printed and dropped ("Exception ignored"), and
-    # the job would run on: it lands once the finalizer has returned.
+    # the job would run on: it lands once the finalizer has returned. (The second stop comes while the
+    # finalizers still run: they take 4 s.)
     queue = job_queue(QUEUE_6, rq_connection)
     held = [enqueue(queue, FINALIZE_SLOWLY, 4, JobSettings(timeout=60)) for _ in range(concurrency)]
-    env = {**FAST, "HOLDING_CONCURRENCY": str(concurrency), "HOLDING_PROCESSES": str(processes)}
-    with ScriptProcess(HOLDING_PROCESSOR, env=env) as processor:
-        processor.wait_until(lambda: r.llen(STARTED_KEY) == concurrency, what="every worker in a finalizer")
-        processor.signal(signal.SIGTERM)
-        time.sleep(1.2)  # (a repeat within a second is the same request)
-        processor.signal(signal.SIGTERM)  # while the finalizers still run (4 s)
-        assert processor.wait(15) == 0
-    for job in held:
-        stored = fetch(rq_connection, job.id)
-        assert (stored.get_status(), stored.meta["error"]) == (
-            JobStatus.FAILED,
-            "Processor stopped before the job finished",
-        )
+    processor = stopped_twice(r, concurrency, processes, settle_within=15)
+    assert_handed_back(rq_connection, held)
     assert processor.stderr == ""
 
 
